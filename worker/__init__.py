@@ -1,0 +1,1 @@
+"""Redis Streams inference worker: consumer group -> dynamic batcher -> engine -> replies."""

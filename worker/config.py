@@ -1,0 +1,145 @@
+"""Worker configuration: environment variables (prefix ``WORKER_``, sections joined by ``__``) and ``.env``.
+
+Validated once at start-up; an invalid value fails with a message that names the variable.
+Every setting is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker import keys
+from worker.errors import ConfigError
+
+ENV_PREFIX = "WORKER_"
+ENV_DELIMITER = "__"
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class RedisSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://, rediss:// for TLS, unix://). Unset: start a private redis-server.",
+    )
+    socket_timeout_s: float = Field(default=10.0, gt=0, description="Socket timeout for Redis commands.")
+    health_check_interval_s: int = Field(default=15, ge=0, description="Ping idle connections this often.")
+
+
+class BatchSettings(BaseModel):
+    max_size: int = Field(default=16, ge=1, le=4096, description="Largest batch (capped by the engine's max).")
+    max_delay_ms: float = Field(
+        default=2.0, ge=0, le=60_000, description="Longest a request waits for its batch to fill."
+    )
+    preferred_sizes: list[int] = Field(
+        default_factory=list, description="Batch sizes dispatched at once when reached (e.g. [4,8])."
+    )
+    max_queued: int = Field(default=1024, ge=1, description="Requests held in the worker before reading pauses.")
+
+    @field_validator("preferred_sizes")
+    @classmethod
+    def _positive_sorted(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError("preferred sizes must be >= 1")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _within_max(self) -> BatchSettings:
+        if any(size > self.max_size for size in self.preferred_sizes):
+            raise ValueError(f"preferred sizes {self.preferred_sizes} must not exceed max_size {self.max_size}")
+        return self
+
+
+class ModelSettings(BaseModel):
+    path: Path | None = Field(default=None, description="Model file (.onnx, or a TensorRT .engine/.plan).")
+    name: str | None = Field(default=None, description="Model name requests must carry. Default: file stem.")
+    version: str | None = Field(default=None, description="Served version; requests naming another are refused.")
+
+
+class OnnxSettings(BaseModel):
+    intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads (0: its default).")
+    sessions: int = Field(default=1, ge=1, le=64, description="Concurrent ONNX Runtime runs (execution slots).")
+
+
+class TensorRTSettings(BaseModel):
+    device: int = Field(default=0, ge=0, description="CUDA device ordinal; run one worker process per GPU.")
+    contexts: int = Field(default=2, ge=1, le=32, description="Execution contexts, each on its own CUDA stream.")
+    cuda_graphs: bool = Field(default=False, description="Capture a CUDA graph per batch size (not run here).")
+
+
+class StreamSettings(BaseModel):
+    block_ms: int = Field(default=1000, ge=1, description="XREADGROUP BLOCK timeout.")
+    read_count: int = Field(default=64, ge=1, description="XREADGROUP COUNT: entries fetched per read.")
+    reply_maxlen: int = Field(default=10_000, ge=1, description="Approximate MAXLEN of each reply stream.")
+    reply_ttl_s: int = Field(default=300, ge=1, description="Reply streams expire this long after the last reply.")
+    dead_letter_stream: str | None = Field(
+        default=None, description="Where undeliverable entries go. Default: '<stream>:dead'."
+    )
+    default_timeout_ms: int | None = Field(
+        default=None, ge=1, description="Deadline for requests that set none; a request may only shorten it."
+    )
+
+
+class Settings(BaseSettings):
+    """All worker settings. Environment: ``WORKER_<FIELD>`` and ``WORKER_<SECTION>__<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    stream: str = Field(default="infer:requests", min_length=1, description="Request stream key.")
+    group: str = Field(default="workers", min_length=1, description="Consumer group name.")
+    consumer: str = Field(default_factory=_default_consumer, min_length=1, description="This worker's name.")
+    backend: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description="Engine backend.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    health_ttl_s: int = Field(default=10, ge=2, description="TTL of the worker's health key.")
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM: time allowed to finish in-flight work.")
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    streams: StreamSettings = Field(default_factory=StreamSettings)
+    onnx: OnnxSettings = Field(default_factory=OnnxSettings)
+    tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return self.streams.dead_letter_stream or keys.dead_letter_stream(self.stream)
+
+    @property
+    def model_name(self) -> str:
+        if self.model.name:
+            return self.model.name
+        if self.model.path is None:
+            raise ConfigError("no model: set WORKER_MODEL__PATH or pass --model")
+        return self.model.path.stem
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a pydantic error location, e.g. ('batch','max_size')."""
+    return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in loc if isinstance(part, str))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``; ``overrides`` (from the CLI) win.
+
+    Raises:
+        ConfigError: naming each invalid variable and why.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None

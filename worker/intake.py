@@ -1,0 +1,158 @@
+"""Intake: a raw stream entry becomes a validated ``WorkItem`` or a ``Rejection``.
+
+Everything a peer controls is checked here, before the batcher sees it: the wire format (codec),
+the model name and version, every input's name, datatype and shape against the model's specs, the
+requested outputs, and the deadline. A rejection carries the status and message for its reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from producer.codec import CodecError, Limits, Request, Status, Timing, datatype_of, decode_request, peek_envelope
+from worker.engines.base import ModelInfo
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A request accepted for batching."""
+
+    entry_id: str
+    request: Request
+    rows: int
+    signature: tuple[tuple[str, str, tuple[int, ...]], ...]
+    timing: Timing
+    deadline_ns: int | None  # wall clock; None: no deadline
+
+
+@dataclass(slots=True)
+class Rejection:
+    """An entry answered with an error without being computed."""
+
+    entry_id: str
+    request_id: str | None
+    reply_to: str | None
+    status: Status
+    error: str
+    timing: Timing
+    fields: Mapping[Any, Any]  # kept for the dead-letter stream when there is nobody to reply to
+
+
+def entry_time_ns(entry_id: str) -> int:
+    """Wall-clock ns of a stream entry id (its millisecond part, set by the Redis server at XADD)."""
+    try:
+        return int(entry_id.split("-", 1)[0]) * 1_000_000
+    except ValueError:
+        return 0
+
+
+class Intake:
+    """Decodes and validates entries for one model.
+
+    Args:
+        info: the served model.
+        version: the served model version (requests naming another are refused), or None.
+        default_timeout_ms: deadline for requests that set none; a request may only shorten it.
+        limits: decode limits.
+        forbidden_reply_to: stream keys a reply must never go to (the request and dead-letter streams).
+    """
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        version: str | None = None,
+        default_timeout_ms: int | None = None,
+        limits: Limits | None = None,
+        forbidden_reply_to: frozenset[str] = frozenset(),
+    ) -> None:
+        self.info = info
+        self.version = version
+        self.default_timeout_ms = default_timeout_ms
+        self.limits = limits or Limits()
+        self.forbidden_reply_to = forbidden_reply_to
+        self._output_names = {spec.name for spec in info.outputs}
+
+    def admit(self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None) -> WorkItem | Rejection:
+        timing = Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns or time.time_ns())
+        try:
+            request = decode_request(fields, self.limits)
+            if request.reply_to in self.forbidden_reply_to:
+                raise CodecError(f"reply_to {request.reply_to!r} is a worker stream", Status.INVALID_ARGUMENT)
+            rows, signature = self._check(request)
+        except CodecError as exc:
+            request_id, reply_to = peek_envelope(fields)
+            if reply_to in self.forbidden_reply_to:
+                reply_to = None
+            return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
+        deadline_ns = self._deadline_ns(request, timing.enqueued_ns)
+        return WorkItem(entry_id, request, rows, signature, timing, deadline_ns)
+
+    def _deadline_ns(self, request: Request, enqueued_ns: int) -> int | None:
+        timeouts = [t for t in (request.timeout_ms, self.default_timeout_ms) if t is not None]
+        if not timeouts or not enqueued_ns:
+            return None
+        return enqueued_ns + min(timeouts) * 1_000_000
+
+    def _check(self, request: Request) -> tuple[int, tuple[tuple[str, str, tuple[int, ...]], ...]]:
+        """Validate against the model; return (rows, batching signature)."""
+        info = self.info
+        if request.model != info.name:
+            raise CodecError(
+                f"model {request.model!r} is not served here (this is {info.name!r})", Status.MODEL_NOT_FOUND
+            )
+        if request.model_version is not None and self.version is not None and request.model_version != self.version:
+            raise CodecError(
+                f"model {info.name!r} version {request.model_version!r} is not served (this is {self.version!r})",
+                Status.MODEL_NOT_FOUND,
+            )
+        expected = [spec.name for spec in info.inputs]
+        missing = [name for name in expected if name not in request.inputs]
+        unexpected = [name for name in request.inputs if name not in expected]
+        if missing or unexpected:
+            raise CodecError(
+                f"inputs must be {expected}; missing {missing}, unexpected {unexpected}", Status.INVALID_ARGUMENT
+            )
+        rows = {_check_input(spec.name, spec.datatype, spec.shape, request.inputs[spec.name]) for spec in info.inputs}
+        if len(rows) != 1:
+            raise CodecError(f"inputs disagree on the batch dimension: {sorted(rows)}", Status.INVALID_ARGUMENT)
+        (count,) = rows
+        if not 1 <= count <= info.max_batch_size:
+            raise CodecError(
+                f"a request holds 1..{info.max_batch_size} rows (batch dimension), got {count}",
+                Status.INVALID_ARGUMENT,
+            )
+        if request.outputs is not None:
+            unknown = [name for name in request.outputs if name not in self._output_names]
+            if unknown:
+                raise CodecError(
+                    f"unknown outputs {unknown}; the model has {sorted(self._output_names)}", Status.INVALID_ARGUMENT
+                )
+        signature = tuple((name, str(arr.dtype), tuple(arr.shape[1:])) for name, arr in sorted(request.inputs.items()))
+        return count, signature
+
+
+def _check_input(name: str, datatype: str, shape: tuple[int, ...], arr: np.ndarray[Any, Any]) -> int:
+    """Check one input against its spec; return its batch size."""
+    got = datatype_of(arr.dtype)
+    if got != datatype:
+        raise CodecError(f"input {name!r} must be {datatype}, got {got}", Status.INVALID_ARGUMENT)
+    if arr.ndim != len(shape):
+        raise CodecError(
+            f"input {name!r} must have rank {len(shape)} (batch first, model shape {list(shape)}), "
+            f"got shape {list(arr.shape)}",
+            Status.INVALID_ARGUMENT,
+        )
+    for axis, (want, have) in enumerate(zip(shape[1:], arr.shape[1:], strict=True), start=1):
+        if want >= 0 and want != have:
+            raise CodecError(
+                f"input {name!r} dimension {axis} must be {want} (model shape {list(shape)}), "
+                f"got shape {list(arr.shape)}",
+                Status.INVALID_ARGUMENT,
+            )
+    return int(arr.shape[0])

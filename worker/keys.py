@@ -1,0 +1,16 @@
+"""Every Redis key name the worker uses, in one place (see docs/operations.md)."""
+
+from __future__ import annotations
+
+
+def health_key(stream: str, consumer: str) -> str:
+    """Hash with a worker's status, refreshed with a TTL while it is alive."""
+    return f"{stream}:worker:{consumer}"
+
+
+def health_pattern(stream: str) -> str:
+    return f"{stream}:worker:*"
+
+
+def dead_letter_stream(stream: str) -> str:
+    return f"{stream}:dead"

@@ -1,0 +1,76 @@
+"""Process bootstrap: settings -> Redis (or a private redis-server) -> engine -> worker, with signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+
+from worker.config import Settings
+from worker.embedded import EmbeddedRedis
+from worker.engines.base import Engine
+from worker.engines.factory import load_engine
+from worker.service import Worker
+from worker.transport import Transport, connect
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """The configured Redis URL, or a private redis-server's for as long as the worker runs."""
+    if settings.redis.url:
+        yield settings.redis.url
+        return
+    with EmbeddedRedis() as server:
+        log.warning("WORKER_REDIS__URL is not set: started a private redis-server at %s", server.url)
+        yield server.url
+
+
+async def serve(settings: Settings, url: str, engine: Engine | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT. A second signal forces an immediate exit."""
+    loop = asyncio.get_running_loop()
+    if engine is None:
+        engine = await asyncio.to_thread(load_engine, settings)
+    client = connect(
+        url,
+        socket_timeout_s=settings.redis.socket_timeout_s,
+        health_check_interval_s=settings.redis.health_check_interval_s,
+        block_ms=settings.streams.block_ms,
+    )
+    transport = Transport(
+        client,
+        stream=settings.stream,
+        group=settings.group,
+        consumer=settings.consumer,
+        dead_letter_stream=settings.dead_letter_stream,
+        reply_maxlen=settings.streams.reply_maxlen,
+        reply_ttl_s=settings.streams.reply_ttl_s,
+    )
+    worker = Worker(settings, engine, transport)
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("received %s: draining (grace %.1fs; send again to force exit)",
+                     signal.Signals(signum).name, settings.shutdown_grace_s)  # fmt: skip
+            worker.stop()
+        else:
+            log.warning("second signal: exiting now; unacknowledged entries stay pending for other workers")
+            os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await worker.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        engine.close()
+        await client.aclose()
+        log.info("worker %s stopped: %s", settings.consumer, worker.stats)

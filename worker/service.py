@@ -1,0 +1,404 @@
+"""The worker loop: read -> intake -> batch -> engine slot -> reply -> ack.
+
+Three tasks share one asyncio loop:
+
+- the *reader* pulls entries with XREADGROUP, admits or rejects each, and queues work in the batcher
+  (it pauses when ``batch.max_queued`` requests are waiting);
+- the *dispatcher* takes a free execution slot, then the next ready batch (expired requests are
+  answered first), and starts a batch task on that slot, so the next batch forms while others run;
+- the *heartbeat* keeps the health key fresh.
+
+A batch task stages the inputs in the slot's buffers, runs the engine, encodes one reply per request,
+publishes all replies and then acks in one pipeline. A failing batch is bisected so that a bad
+request fails alone. Shutdown stops reading, flushes the batcher, finishes in-flight batches within
+the grace period and exits; whatever is left unacked stays pending for another worker to claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis.exceptions
+
+from producer.codec import Status, Timing, encode_reply
+from worker.batcher import Batcher, Item
+from worker.config import Settings
+from worker.engines.base import Engine, ExecutionSlot
+from worker.errors import EngineError
+from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
+from worker.transport import DeadLetter, Entry, OutgoingReply, Transport
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+@dataclass(slots=True)
+class Stats:
+    ok: int = 0
+    errors: int = 0
+    expired: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    rows: int = 0
+    redis_errors: int = 0
+
+
+class Backoff:
+    """Exponential backoff with full jitter, for Redis outages."""
+
+    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0) -> None:
+        self.base_s, self.cap_s, self.attempt = base_s, cap_s, 0
+
+    def next_delay(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap_s, self.base_s * 2**self.attempt))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Worker:
+    """One worker process's loop over one engine. ``await run()`` until ``stop()``."""
+
+    def __init__(self, settings: Settings, engine: Engine, transport: Transport) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.transport = transport
+        info = engine.info
+        self.intake = Intake(
+            info,
+            version=settings.model.version,
+            default_timeout_ms=settings.streams.default_timeout_ms,
+            forbidden_reply_to=frozenset({settings.stream, settings.dead_letter_stream}),
+        )
+        self.batcher: Batcher[WorkItem] = Batcher(
+            max_size=min(settings.batch.max_size, info.max_batch_size),
+            max_delay_s=settings.batch.max_delay_ms / 1000,
+            preferred_sizes=settings.batch.preferred_sizes,
+        )
+        self.stats = Stats()
+        self.started_ms = int(time.time() * 1000)
+        self._stop = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._reading_done = False
+        self._free_slots: asyncio.Queue[ExecutionSlot] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._fatal: BaseException | None = None
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    def stop(self) -> None:
+        """Ask the worker to stop: stop reading, finish what is in flight. Idempotent."""
+        if not self._stop.is_set():
+            log.info("stopping: no new reads; finishing %d queued requests", len(self.batcher))
+            self._stop.set()
+            self._wakeup.set()
+            self._space.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; returns after draining (or raises the fatal engine error)."""
+        for slot in self.engine.slots:
+            self._free_slots.put_nowait(slot)
+        await self._with_retry(self.transport.ensure_group)
+        reader = asyncio.create_task(self._read_loop(), name="reader")
+        dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        log.info("worker %s serving model %r from %s", self.transport.consumer, self.engine.info.name,
+                 self.settings.stream)  # fmt: skip
+        await self._stop.wait()
+        await self._drain(reader, dispatcher)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.transport.clear_heartbeat()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _drain(self, reader: asyncio.Task[None], dispatcher: asyncio.Task[None]) -> None:
+        grace = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), timeout=self.settings.streams.block_ms / 1000 + 2)
+        except (TimeoutError, asyncio.TimeoutError):
+            reader.cancel()
+        self._reading_done = True
+        self.batcher.flushing = True
+        self._wakeup.set()
+        remaining = max(0.0, deadline - time.monotonic())
+        _done, _ = await asyncio.wait({dispatcher}, timeout=remaining)
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        left = [t for t in (dispatcher, *self._tasks) if not t.done()]
+        if left or len(self.batcher):
+            log.warning("grace period of %.1fs over: %d tasks cancelled, %d requests left pending for others",
+                        grace, len(left), len(self.batcher))  # fmt: skip
+        for task in left:
+            task.cancel()
+        await asyncio.gather(reader, dispatcher, *self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, EngineError) and exc.fatal:
+            log.critical("fatal engine error, stopping so the orchestrator restarts this worker: %s", exc)
+            self._fatal = exc
+        else:
+            log.error("task %s failed", task.get_name(), exc_info=exc)
+        self.stop()
+
+    async def _with_retry(self, op: Any, *args: Any) -> Any:
+        """Run a Redis operation, retrying through outages with backoff until it works or we stop."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await op(*args)
+            except REDIS_ERRORS as exc:
+                self.stats.redis_errors += 1
+                if self.stopping and self._reading_done and backoff.attempt > 20:
+                    raise
+                delay = backoff.next_delay()
+                log.warning("redis unavailable (%s); retry in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    # -------------------------------------------------------------------------------------- reading
+
+    async def _read_loop(self) -> None:
+        cfg = self.settings
+        own_pending = True  # first drain entries this consumer name left unacked (restart with same name)
+        backoff = Backoff()
+        while not self.stopping:
+            room = cfg.batch.max_queued - len(self.batcher)
+            if room <= 0:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            try:
+                entries = await self.transport.read(
+                    min(cfg.streams.read_count, room), cfg.streams.block_ms, pending=own_pending
+                )
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                self.stats.redis_errors += 1
+                delay = backoff.next_delay()
+                log.warning("read failed (%s); retry in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if own_pending and len(entries) < min(cfg.streams.read_count, room):
+                own_pending = False
+            if entries:
+                await self._admit(entries)
+
+    async def _admit(self, entries: Sequence[Entry]) -> None:
+        read_ns = time.time_ns()
+        now_ns, now_s = time.time_ns(), time.monotonic()
+        rejections: list[Rejection] = []
+        for entry_id, fields in entries:
+            if not fields:  # a pending entry whose data was trimmed or deleted
+                rejections.append(Rejection(entry_id, None, None, Status.MALFORMED, "entry data was deleted",
+                                            self._timing(entry_id, read_ns), {}))  # fmt: skip
+                continue
+            result = self.intake.admit(entry_id, fields, read_ns)
+            if isinstance(result, Rejection):
+                rejections.append(result)
+            elif result.deadline_ns is not None and result.deadline_ns <= now_ns:
+                rejections.append(self._expired(result, "deadline passed before the request was read"))
+            else:
+                deadline_s = None if result.deadline_ns is None else now_s + (result.deadline_ns - now_ns) / 1e9
+                self.batcher.add(result, result.signature, result.rows, deadline_s=deadline_s,
+                                 priority=result.request.priority)  # fmt: skip
+        if rejections:
+            await self._publish_rejections(rejections)
+        self._wakeup.set()
+
+    @staticmethod
+    def _timing(entry_id: str, read_ns: int) -> Timing:
+        return Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns)
+
+    def _expired(self, item: WorkItem, why: str) -> Rejection:
+        return Rejection(item.entry_id, item.request.id, item.request.reply_to, Status.EXPIRED, why, item.timing, {})
+
+    async def _publish_rejections(self, rejections: Sequence[Rejection]) -> None:
+        replies: list[OutgoingReply] = []
+        dead: list[DeadLetter] = []
+        for rej in rejections:
+            if rej.status is Status.EXPIRED:
+                self.stats.expired += 1
+            else:
+                self.stats.errors += 1
+            if rej.reply_to is None or rej.request_id is None:
+                dead.append(DeadLetter(rej.entry_id, rej.fields, f"{rej.status.value}: {rej.error}"))
+                continue
+            rej.timing.published_ns = time.time_ns()
+            fields = encode_reply(rej.request_id, rej.status, error=rej.error, model=self.engine.info.name,
+                                  timing=rej.timing, worker=self.transport.consumer)  # fmt: skip
+            replies.append(OutgoingReply(rej.reply_to, fields, rej.entry_id))
+        self.stats.dead_lettered += len(dead)
+        if dead:
+            log.warning("dead-lettered %d entries with no readable reply_to", len(dead))
+        result = await self._with_retry(self.transport.publish, replies, dead, [r.entry_id for r in rejections])
+        self.stats.dead_lettered += len(result.failed_replies)
+
+    # ---------------------------------------------------------------------------------- dispatching
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            slot = await self._free_slots.get()
+            batch = await self._next_batch()
+            if batch is None:
+                self._free_slots.put_nowait(slot)
+                return
+            self._space.set()
+            self._spawn(self._run_batch(slot, [item.payload for item in batch]), "batch")
+
+    async def _next_batch(self) -> list[Item[WorkItem]] | None:
+        while True:
+            now = time.monotonic()
+            expired = self.batcher.pop_expired(now)
+            if expired:
+                why = "deadline passed while queued for a batch"
+                self._spawn(self._publish_rejections([self._expired(it.payload, why) for it in expired]), "expire")
+            batch = self.batcher.next_batch(now)
+            if batch:
+                return batch
+            if self._reading_done and not len(self.batcher):
+                return None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.batcher.wait_time(now))
+
+    async def _run_batch(self, slot: ExecutionSlot, items: list[WorkItem]) -> None:
+        batched_ns = time.time_ns()
+        for item in items:
+            item.timing.batched_ns = batched_ns
+        try:
+            replies, failed = await self._compute(slot, items)
+        finally:
+            self._free_slots.put_nowait(slot)
+        dead = [DeadLetter(it.entry_id, {}, f"engine failed on this request: {err}") for it, err in failed]
+        self.stats.dead_lettered += len(dead)
+        result = await self._with_retry(self.transport.publish, replies, dead, [it.entry_id for it in items])
+        self.stats.dead_lettered += len(result.failed_replies)
+
+    async def _compute(
+        self, slot: ExecutionSlot, items: list[WorkItem]
+    ) -> tuple[list[OutgoingReply], list[tuple[WorkItem, str]]]:
+        """Run ``items`` on ``slot``; on failure bisect until the failing requests are isolated."""
+        try:
+            return await self._run_once(slot, items), []
+        except EngineError as exc:
+            if exc.fatal:
+                raise
+            error = str(exc)
+        except Exception as exc:  # a bug or an engine raising something unexpected: isolate, don't die
+            log.exception("engine raised on a batch of %d", len(items))
+            error = f"{type(exc).__name__}: {exc}"
+        if len(items) == 1:
+            self.stats.errors += 1
+            return [self._error_reply(items[0], Status.INTERNAL, error)], [(items[0], error)]
+        mid = len(items) // 2
+        left = await self._compute(slot, items[:mid])
+        right = await self._compute(slot, items[mid:])
+        return left[0] + right[0], left[1] + right[1]
+
+    async def _run_once(self, slot: ExecutionSlot, items: list[WorkItem]) -> list[OutgoingReply]:
+        info = self.engine.info
+        rows = sum(it.rows for it in items)
+        first = items[0].request.inputs
+        staged = slot.stage({spec.name: (rows, *first[spec.name].shape[1:]) for spec in info.inputs})
+        offset = 0
+        for item in items:
+            for name, arr in item.request.inputs.items():
+                staged[name][offset : offset + item.rows] = arr
+            offset += item.rows
+        start_ns = time.time_ns()
+        outputs = await slot.run()
+        end_ns = time.time_ns()
+        self.stats.batches += 1
+        self.stats.rows += rows
+        return self._split(items, outputs, rows, start_ns, end_ns)
+
+    def _split(
+        self, items: list[WorkItem], outputs: dict[str, np.ndarray[Any, Any]], rows: int, start_ns: int, end_ns: int
+    ) -> list[OutgoingReply]:
+        for name, arr in outputs.items():
+            if arr.ndim == 0 or arr.shape[0] != rows:
+                raise EngineError(f"engine output {name!r} has shape {arr.shape}, expected batch {rows} first")
+        replies = []
+        offset = 0
+        for item in items:
+            wanted = item.request.outputs or tuple(outputs)
+            timing = item.timing
+            timing.compute_start_ns, timing.compute_end_ns = start_ns, end_ns
+            timing.published_ns = time.time_ns()
+            mine = {name: outputs[name][offset : offset + item.rows] for name in wanted}
+            offset += item.rows
+            fields = encode_reply(item.request.id, Status.OK, outputs=mine, model=self.engine.info.name,
+                                  timing=timing, worker=self.transport.consumer, batch_size=rows)  # fmt: skip
+            replies.append(OutgoingReply(item.request.reply_to, fields, item.entry_id))
+        self.stats.ok += len(items)
+        return replies
+
+    def _error_reply(self, item: WorkItem, status: Status, error: str) -> OutgoingReply:
+        item.timing.published_ns = time.time_ns()
+        fields = encode_reply(item.request.id, status, error=error, model=self.engine.info.name, timing=item.timing,
+                              worker=self.transport.consumer)  # fmt: skip
+        return OutgoingReply(item.request.reply_to, fields, item.entry_id)
+
+    # ----------------------------------------------------------------------------------------- health
+
+    def health(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "status": "draining" if self.stopping else "ready",
+            "model": self.engine.info.name,
+            "backend": self.settings.backend,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_ms": self.started_ms,
+            "heartbeat_ms": int(time.time() * 1000),
+            "queued": len(self.batcher),
+            "inflight_batches": len(self.engine.slots) - self._free_slots.qsize(),
+            "ok": s.ok,
+            "errors": s.errors,
+            "expired": s.expired,
+            "dead_lettered": s.dead_lettered,
+            "batches": s.batches,
+            "rows": s.rows,
+            "redis_errors": s.redis_errors,
+        }
+
+    async def _heartbeat_loop(self) -> None:
+        ttl = self.settings.health_ttl_s
+        while True:
+            try:
+                await self.transport.heartbeat(self.health(), ttl)
+            except REDIS_ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(ttl / 3)

@@ -1,0 +1,173 @@
+"""Redis transport: the only worker module that talks to Redis.
+
+Reads the request stream through a consumer group, publishes replies, dead-letters what cannot be
+answered, and acknowledges entries only after their reply (or dead-letter record) was written, in
+the same pipeline and after it, so a crash between the two leaves the entry pending (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from worker import keys
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class OutgoingReply:
+    stream: str
+    fields: dict[str, bytes]
+    entry_id: str  # the request entry it answers
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    entry_id: str
+    fields: Mapping[Any, Any]
+    reason: str
+
+
+@dataclass(slots=True)
+class PublishResult:
+    acked: int
+    failed_replies: list[tuple[OutgoingReply, str]]  # reply could not be written (e.g. WRONGTYPE key)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Transport:
+    """Consumer-group I/O for one worker.
+
+    Args:
+        client: an asyncio Redis client (``decode_responses=False``).
+        stream: the request stream key.
+        group: the consumer group.
+        consumer: this worker's consumer name.
+        dead_letter_stream: where undeliverable entries go.
+        reply_maxlen: approximate MAXLEN of reply streams.
+        reply_ttl_s: TTL refreshed on a reply stream at each reply.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        dead_letter_stream: str,
+        reply_maxlen: int,
+        reply_ttl_s: int,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.dead_letter_stream = dead_letter_stream
+        self.reply_maxlen = reply_maxlen
+        self.reply_ttl_s = reply_ttl_s
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; a new group starts at the stream's first entry."""
+        try:
+            await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            log.info("created consumer group %s on %s", self.group, self.stream)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int, block_ms: int, *, pending: bool = False) -> list[Entry]:
+        """New entries for this consumer (``>``), or with ``pending`` its own unacknowledged ones (``0``).
+
+        A pending entry whose data was trimmed away comes back with empty fields.
+        """
+        reply = await self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: "0" if pending else ">"}, count=count,
+            block=None if pending else block_ms,
+        )  # fmt: skip
+        entries: list[Entry] = []
+        streams: Any = reply or []
+        if isinstance(streams, dict):  # RESP3 replies are keyed by stream
+            streams = list(streams.items())
+        for _stream, items in streams:
+            for entry_id, fields in items:
+                entries.append((_text(entry_id), dict(fields or {})))
+        return entries
+
+    async def publish(
+        self, replies: Sequence[OutgoingReply], dead: Sequence[DeadLetter] = (), ack_ids: Sequence[str] = ()
+    ) -> PublishResult:
+        """Write replies and dead letters, then XACK ``ack_ids``: one pipeline, one round trip.
+
+        A reply that Redis refuses (the reply_to key holds another type, say) is dead-lettered and
+        acknowledged in a second round trip, so it is never lost and never retried forever.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        ttl_streams: set[str] = set()
+        for reply in replies:
+            pipe.xadd(reply.stream, dict(reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
+            ttl_streams.add(reply.stream)
+        for stream in ttl_streams:
+            pipe.expire(stream, self.reply_ttl_s)
+        for letter in dead:
+            pipe.xadd(self.dead_letter_stream, self._dead_fields(letter))  # type: ignore[arg-type]
+        if ack_ids:
+            pipe.xack(self.stream, self.group, *ack_ids)
+        results = await pipe.execute(raise_on_error=False)
+        failed = [(reply, str(res)) for reply, res in zip(replies, results, strict=False) if isinstance(res, Exception)]
+        others = results[len(replies) :]
+        errors = [res for res in others if isinstance(res, Exception)]
+        if errors:
+            raise errors[0]
+        acked = int(others[-1]) if ack_ids else 0
+        if failed:
+            await self.publish((), [DeadLetter(r.entry_id, r.fields, f"reply failed: {err}") for r, err in failed])
+        return PublishResult(acked, failed)
+
+    def _dead_fields(self, letter: DeadLetter) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "original_id": letter.entry_id,
+            "reason": letter.reason[:4096],
+            "worker": self.consumer,
+            "stream": self.stream,
+            "dead_lettered_ms": str(int(time.time() * 1000)),
+        }
+        for key, value in letter.fields.items():
+            fields[f"f:{_text(key)}"] = value
+        return fields
+
+    async def heartbeat(self, fields: Mapping[str, Any], ttl_s: int) -> None:
+        key = keys.health_key(self.stream, self.consumer)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+        pipe.expire(key, ttl_s)
+        await pipe.execute()
+
+    async def clear_heartbeat(self) -> None:
+        await self.client.delete(keys.health_key(self.stream, self.consumer))
+
+
+def connect(url: str, *, socket_timeout_s: float, health_check_interval_s: int, block_ms: int) -> aioredis.Redis:
+    """An asyncio client; the socket timeout leaves room for the longest XREADGROUP BLOCK."""
+    timeout = max(socket_timeout_s, block_ms / 1000 + 5)
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=socket_timeout_s,
+        health_check_interval=health_check_interval_s,
+        client_name=f"redis-infer-worker:{socket.gethostname()}:{os.getpid()}",
+    )
