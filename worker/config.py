@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from producer.codec import Limits
 from worker import keys
 from worker.errors import ConfigError
 
@@ -88,6 +89,23 @@ class StreamSettings(BaseModel):
     )
 
 
+class LimitsSettings(BaseModel):
+    """Decode limits (see ``producer.codec.Limits``); an entry over a limit gets a TOO_LARGE reply."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest request body.")
+    max_tensors: int = Field(default=64, ge=1, description="Most input tensors in one request.")
+    max_rank: int = Field(default=8, ge=1, description="Highest tensor rank.")
+    max_elements: int = Field(default=64 * 1024 * 1024, ge=1, description="Most elements in one request.")
+
+    def to_codec(self) -> Limits:
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_tensors=self.max_tensors,
+            max_rank=self.max_rank,
+            max_elements=self.max_elements,
+        )
+
+
 class Settings(BaseSettings):
     """All worker settings. Environment: ``WORKER_<FIELD>`` and ``WORKER_<SECTION>__<FIELD>``."""
 
@@ -113,6 +131,7 @@ class Settings(BaseSettings):
     streams: StreamSettings = Field(default_factory=StreamSettings)
     onnx: OnnxSettings = Field(default_factory=OnnxSettings)
     tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @property
     def dead_letter_stream(self) -> str:

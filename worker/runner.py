@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from worker.config import Settings
 from worker.embedded import EmbeddedRedis
@@ -30,8 +30,23 @@ def redis_url(settings: Settings) -> Iterator[str]:
         yield server.url
 
 
-async def serve(settings: Settings, url: str, engine: Engine | None = None) -> None:
-    """Run one worker until SIGTERM/SIGINT. A second signal forces an immediate exit."""
+async def serve(
+    settings: Settings,
+    url: str,
+    engine: Engine | None = None,
+    *,
+    install_signals: bool = True,
+    on_ready: Callable[[Worker], None] | None = None,
+) -> None:
+    """Run one worker until SIGTERM/SIGINT (or ``worker.stop()``). A second signal forces an immediate exit.
+
+    Args:
+        settings: validated settings.
+        url: the Redis URL.
+        engine: an engine already loaded (tests, benchmarks); default: load the configured model.
+        install_signals: handle SIGTERM/SIGINT (only possible in the main thread).
+        on_ready: called with the worker before it starts serving (tests use it to stop the worker).
+    """
     loop = asyncio.get_running_loop()
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
@@ -64,12 +79,15 @@ async def serve(settings: Settings, url: str, engine: Engine | None = None) -> N
             log.warning("second signal: exiting now; unacknowledged entries stay pending for other workers")
             os._exit(128 + signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    handled = (signal.SIGTERM, signal.SIGINT) if install_signals else ()
+    for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
+    if on_ready is not None:
+        on_ready(worker)
     try:
         await worker.run()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in handled:
             loop.remove_signal_handler(signum)
         engine.close()
         await client.aclose()

@@ -80,6 +80,7 @@ class Worker:
             info,
             version=settings.model.version,
             default_timeout_ms=settings.streams.default_timeout_ms,
+            limits=settings.limits.to_codec(),
             forbidden_reply_to=frozenset({settings.stream, settings.dead_letter_stream}),
         )
         self.batcher: Batcher[WorkItem] = Batcher(
