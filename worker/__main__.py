@@ -41,6 +41,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from worker.configdoc import markdown_table
+
+        print(markdown_table())
+        return 0
     from worker.config import load_settings
 
     print(json.dumps(load_settings().model_dump(mode="json"), indent=2))
@@ -82,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-delay-ms", type=float, help="WORKER_BATCH__MAX_DELAY_MS")
     run.set_defaults(func=_run)
 
-    config = sub.add_parser("config", help="print the effective configuration as JSON")
+    config = sub.add_parser("config", help="print the effective configuration as JSON (validates it)")
+    config.add_argument("--markdown", action="store_true", help="print the table of every setting instead")
     config.set_defaults(func=_config)
 
     info = sub.add_parser("info", help="print a model's inputs, outputs and metadata")

@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     group: str = Field(default="workers", min_length=1, description="Consumer group name.")
     consumer: str = Field(default_factory=_default_consumer, min_length=1, description="This worker's name.")
     backend: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description="Engine backend.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     health_ttl_s: int = Field(default=10, ge=2, description="TTL of the worker's health key.")
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM: time allowed to finish in-flight work.")
 
