@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,18 @@ def start_worker_process(url: str, model: Path, *, consumer: str, log: Path, **e
         )  # fmt: skip
 
 
-def wait_ready(client: redis.Redis, stream: str, consumers: list[str], timeout_s: float = 60) -> None:
+def wait_ready(
+    client: redis.Redis,
+    stream: str,
+    consumers: list[str],
+    procs: Sequence[subprocess.Popen[bytes]] = (),
+    timeout_s: float = 60,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        exited = [p.args for p in procs if p.poll() is not None]
+        if exited:
+            raise AssertionError(f"worker exited before it was ready: {exited}")
         if all(client.hget(f"{stream}:worker:{c}", "status") == b"ready" for c in consumers):
             return
         time.sleep(0.05)

@@ -39,7 +39,7 @@ def test_two_workers_share_the_load_and_process_each_request_once(
     env = {"WORKER_BATCH__MAX_SIZE": "4", "WORKER_BATCH__MAX_DELAY_MS": "2"}
     procs = [start_worker_process(redis_url, affine, consumer=n, log=logs / f"{n}.log", **env) for n in names]
     try:
-        wait_ready(redis_client, STREAM, names)
+        wait_ready(redis_client, STREAM, names, procs)
         xs = {f"r{i}": rand(1, 16, seed=i) for i in range(400)}
         pipe = redis_client.pipeline()
         for rid, x in xs.items():
@@ -64,10 +64,14 @@ def test_sigterm_finishes_queued_work_before_exit(
     redis_url: str, redis_client: redis.Redis, affine: Path, logs: Path
 ) -> None:
     # A long batch delay keeps requests queued inside the worker when SIGTERM arrives.
-    env = {"WORKER_BATCH__MAX_SIZE": "64", "WORKER_BATCH__MAX_DELAY_MS": "20000"}
+    env = {
+        "WORKER_BATCH__MAX_SIZE": "64",
+        "WORKER_BATCH__MAX_DELAY_MS": "20000",
+        "WORKER_RECOVERY__MIN_IDLE_MS": "300000",
+    }
     proc = start_worker_process(redis_url, affine, consumer="w", log=logs / "w.log", **env)
     try:
-        wait_ready(redis_client, STREAM, ["w"])
+        wait_ready(redis_client, STREAM, ["w"], [proc])
         for i in range(10):
             redis_client.xadd(STREAM, encode_request(f"q{i}", "replies", "affine", {"x": rand(1, 4)}))
         deadline = time.monotonic() + 10

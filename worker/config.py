@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from producer import keys
 from producer.codec import Limits
-from worker import keys
 from worker.errors import ConfigError
 
 ENV_PREFIX = "WORKER_"
@@ -87,6 +87,9 @@ class StreamSettings(BaseModel):
     default_timeout_ms: int | None = Field(
         default=None, ge=1, description="Deadline for requests that set none; a request may only shorten it."
     )
+    max_backlog: int = Field(
+        default=0, ge=0, description="Producers get BUSY past this many unacknowledged entries (0: unbounded)."
+    )
 
 
 class LimitsSettings(BaseModel):
@@ -104,6 +107,22 @@ class LimitsSettings(BaseModel):
             max_rank=self.max_rank,
             max_elements=self.max_elements,
         )
+
+
+class RecoverySettings(BaseModel):
+    """Taking over entries that dead consumers left pending (see worker/recovery.py)."""
+
+    enabled: bool = Field(default=True, description="Run the claimer, the trimmer and consumer clean-up.")
+    interval_s: float = Field(default=5.0, gt=0, description="Seconds between recovery rounds.")
+    min_idle_ms: int = Field(
+        default=30_000, ge=1, description="Claim entries pending this long whose consumer is gone."
+    )
+    stuck_ms: int = Field(
+        default=600_000, ge=1, description="Claim entries pending this long even from a live consumer."
+    )
+    max_deliveries: int = Field(default=3, ge=1, description="Past this many deliveries an entry is dead-lettered.")
+    count: int = Field(default=100, ge=1, description="Most entries examined per round.")
+    trim: bool = Field(default=True, description="XTRIM MINID below the oldest unacknowledged entry each round.")
 
 
 class Settings(BaseSettings):
@@ -132,6 +151,16 @@ class Settings(BaseSettings):
     onnx: OnnxSettings = Field(default_factory=OnnxSettings)
     tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+
+    @model_validator(mode="after")
+    def _idle_above_batch_delay(self) -> Settings:
+        if self.recovery.min_idle_ms < 10 * self.batch.max_delay_ms:
+            raise ValueError(
+                f"recovery.min_idle_ms ({self.recovery.min_idle_ms}) must be well above batch.max_delay_ms "
+                f"({self.batch.max_delay_ms}): at least 10x, or live work gets claimed twice"
+            )
+        return self
 
     @property
     def dead_letter_stream(self) -> str:

@@ -40,7 +40,8 @@ class Rejection:
     status: Status
     error: str
     timing: Timing
-    fields: Mapping[Any, Any]  # kept for the dead-letter stream when there is nobody to reply to
+    fields: Mapping[Any, Any]  # kept for the dead-letter stream
+    dead_letter: bool = False  # also dead-letter it (always when there is nobody to reply to)
 
 
 def entry_time_ns(entry_id: str) -> int:

@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import redis.exceptions
 
-from producer.codec import Status, Timing, encode_reply
+from producer.codec import Status, Timing, encode_reply, peek_envelope
 from worker.batcher import Batcher, Item
 from worker.config import Settings
 from worker.engines.base import Engine, ExecutionSlot
 from worker.errors import EngineError
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
-from worker.transport import DeadLetter, Entry, OutgoingReply, Transport
+from worker.recovery import Recovered, Recovery, run_forever
+from worker.transport import DeadLetter, Entry, GroupMaintenance, OutgoingReply, Transport
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Stats:
     batches: int = 0
     rows: int = 0
     redis_errors: int = 0
+    recovered: int = 0
 
 
 class Backoff:
@@ -88,6 +90,16 @@ class Worker:
             max_delay_s=settings.batch.max_delay_ms / 1000,
             preferred_sizes=settings.batch.preferred_sizes,
         )
+        self.maintenance = GroupMaintenance(transport)
+        rec = settings.recovery
+        self.recovery = Recovery(
+            self.maintenance,
+            min_idle_ms=rec.min_idle_ms,
+            stuck_ms=rec.stuck_ms,
+            max_deliveries=rec.max_deliveries,
+            count=rec.count,
+            trim=rec.trim,
+        )
         self.stats = Stats()
         self.started_ms = int(time.time() * 1000)
         self._stop = asyncio.Event()
@@ -117,15 +129,18 @@ class Worker:
         for slot in self.engine.slots:
             self._free_slots.put_nowait(slot)
         await self._with_retry(self.transport.ensure_group)
+        await self._with_retry(self.maintenance.publish_limits, self.settings.streams.max_backlog)
         reader = asyncio.create_task(self._read_loop(), name="reader")
+        recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         log.info("worker %s serving model %r from %s", self.transport.consumer, self.engine.info.name,
                  self.settings.stream)  # fmt: skip
         await self._stop.wait()
+        recovery.cancel()
         await self._drain(reader, dispatcher)
         heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        await asyncio.gather(heartbeat, recovery, return_exceptions=True)
         with contextlib.suppress(*REDIS_ERRORS):
             await self.transport.clear_heartbeat()
         if self._fatal is not None:
@@ -253,8 +268,9 @@ class Worker:
                 self.stats.expired += 1
             else:
                 self.stats.errors += 1
-            if rej.reply_to is None or rej.request_id is None:
+            if rej.dead_letter or rej.reply_to is None or rej.request_id is None:
                 dead.append(DeadLetter(rej.entry_id, rej.fields, f"{rej.status.value}: {rej.error}"))
+            if rej.reply_to is None or rej.request_id is None:
                 continue
             rej.timing.published_ns = time.time_ns()
             fields = encode_reply(rej.request_id, rej.status, error=rej.error, model=self.engine.info.name,
@@ -262,9 +278,42 @@ class Worker:
             replies.append(OutgoingReply(rej.reply_to, fields, rej.entry_id))
         self.stats.dead_lettered += len(dead)
         if dead:
-            log.warning("dead-lettered %d entries with no readable reply_to", len(dead))
+            log.warning("dead-lettered %d entries", len(dead))
         result = await self._with_retry(self.transport.publish, replies, dead, [r.entry_id for r in rejections])
         self.stats.dead_lettered += len(result.failed_replies)
+
+    # ------------------------------------------------------------------------------------- recovery
+
+    async def _recovery_loop(self) -> None:
+        if not self.settings.recovery.enabled:
+            return
+        await run_forever(
+            self.recovery,
+            interval_s=self.settings.recovery.interval_s,
+            room=lambda: self.settings.batch.max_queued - len(self.batcher),
+            handle=self._recovered,
+            stopping=lambda: self.stopping,
+            sleep=self._sleep_unless_stopping,
+        )
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _recovered(self, result: Recovered) -> None:
+        self.stats.recovered += len(result.entries)
+        if result.entries and not self.stopping:
+            await self._admit(result.entries)
+        poison = []
+        for (entry_id, fields), count in result.poison:
+            request_id, reply_to = peek_envelope(fields)
+            why = f"delivered {count} times (max {self.settings.recovery.max_deliveries}): giving up"
+            timing = self._timing(entry_id, time.time_ns())
+            poison.append(Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields, True))
+        if poison:
+            await self._publish_rejections(poison)
+        if result.deleted:
+            await self._with_retry(self.transport.publish, (), (), result.deleted)
 
     # ---------------------------------------------------------------------------------- dispatching
 
@@ -393,6 +442,7 @@ class Worker:
             "batches": s.batches,
             "rows": s.rows,
             "redis_errors": s.redis_errors,
+            "recovered": s.recovered,
         }
 
     async def _heartbeat_loop(self) -> None:

@@ -13,12 +13,12 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from worker import keys
+from producer import keys
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +171,104 @@ def connect(url: str, *, socket_timeout_s: float, health_check_interval_s: int, 
         health_check_interval=health_check_interval_s,
         client_name=f"redis-infer-worker:{socket.gethostname()}:{os.getpid()}",
     )
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+class GroupMaintenance:
+    """Redis commands for recovery: inspect, claim and trim the consumer group's pending entries."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.t = transport
+
+    async def idle_pending(self, min_idle_ms: int, count: int) -> list[PendingEntry]:
+        """Pending entries idle for at least ``min_idle_ms`` (oldest first), with owner and delivery count."""
+        rows = await self.t.client.xpending_range(
+            self.t.stream, self.t.group, min="-", max="+", count=count, idle=min_idle_ms
+        )
+        return [
+            PendingEntry(
+                entry_id=_text(r["message_id"]),
+                consumer=_text(r["consumer"]),
+                idle_ms=int(r["time_since_delivered"]),
+                deliveries=int(r["times_delivered"]),
+            )
+            for r in rows
+        ]
+
+    async def alive(self, consumers: Sequence[str]) -> dict[str, bool]:
+        """Which consumers have a live health key."""
+        pipe = self.t.client.pipeline(transaction=False)
+        for consumer in consumers:
+            pipe.exists(keys.health_key(self.t.stream, consumer))
+        return {c: bool(n) for c, n in zip(consumers, await pipe.execute(), strict=True)}
+
+    async def claim(self, entry_ids: Sequence[str], min_idle_ms: int) -> tuple[list[Entry], list[str]]:
+        """XCLAIM entries for this consumer (only those still idle >= min_idle_ms, so two claimers
+        never both win). Returns (claimed entries, ids whose data was deleted from the stream)."""
+        if not entry_ids:
+            return [], []
+        claimed = await self.t.client.xclaim(
+            self.t.stream, self.t.group, self.t.consumer, min_idle_time=min_idle_ms, message_ids=list(entry_ids)
+        )
+        entries: list[Entry] = []
+        deleted: list[str] = []
+        for item in claimed or []:
+            entry_id, fields = item if isinstance(item, list | tuple) else (item, None)
+            if fields is None:
+                deleted.append(_text(entry_id))
+            else:
+                entries.append((_text(entry_id), cast("dict[bytes, bytes]", dict(fields))))
+        return entries, deleted
+
+    async def trim_acknowledged(self) -> int:
+        """Delete entries every group has delivered and acknowledged: XTRIM MINID at the lowest of each
+        group's oldest pending id and first undelivered id. Never removes an unacknowledged entry."""
+        client, stream = self.t.client, self.t.stream
+        groups = await client.xinfo_groups(stream)
+        if not groups:
+            return 0
+        floor: tuple[int, int] | None = None
+        for group in groups:
+            candidates = [_next_id(_text(group["last-delivered-id"]))]
+            if int(group["pending"]):
+                summary = await client.xpending(stream, _text(group["name"]))
+                candidates.append(_parse_id(_text(summary["min"])))
+            low = min(candidates)
+            floor = low if floor is None else min(floor, low)
+        assert floor is not None
+        if floor <= (0, 1):
+            return 0
+        return int(await client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False))
+
+    async def idle_consumers(self, min_idle_ms: int) -> list[str]:
+        """Consumers with an empty pending list, idle for ``min_idle_ms``: safe to delete."""
+        rows = await self.t.client.xinfo_consumers(self.t.stream, self.t.group)
+        return [
+            _text(r["name"]) for r in rows
+            if int(r["pending"]) == 0 and int(r["idle"]) >= min_idle_ms and _text(r["name"]) != self.t.consumer
+        ]  # fmt: skip
+
+    async def delete_consumer(self, consumer: str) -> int:
+        """Delete a consumer; returns how many pending entries it had (0 when called as intended)."""
+        return int(await self.t.client.xgroup_delconsumer(self.t.stream, self.t.group, consumer))
+
+    async def publish_limits(self, max_backlog: int) -> None:
+        """Publish producer-facing limits (read by the SDK's XADD script) under ``keys.limits_key``."""
+        await self.t.client.hset(keys.limits_key(self.t.stream), mapping={"max_backlog": str(max_backlog)})
+
+
+def _parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> tuple[int, int]:
+    ms, seq = _parse_id(entry_id)
+    return (ms, seq + 1)

@@ -1,4 +1,4 @@
-"""Every Redis key name the worker uses, in one place (see docs/operations.md)."""
+"""Every Redis key name of the protocol, in one place (see docs/protocol.md and docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,8 @@ def health_pattern(stream: str) -> str:
 
 def dead_letter_stream(stream: str) -> str:
     return f"{stream}:dead"
+
+
+def limits_key(stream: str) -> str:
+    """Hash of producer-facing limits (``max_backlog``), written by workers, read by producers."""
+    return f"{stream}:limits"

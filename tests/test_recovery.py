@@ -1,0 +1,111 @@
+"""Recovery against a real redis-server: claiming from dead consumers, poison, trimming, clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from producer.codec import Status
+from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
+
+pytestmark = pytest.mark.integration
+
+STREAM, GROUP = "infer:requests", "workers"
+FAST = {"enabled": True, "interval_s": 0.1, "min_idle_ms": 300, "stuck_ms": 60_000, "max_deliveries": 3}
+
+
+@pytest.fixture(scope="module")
+def affine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_affine_model(tmp_path_factory.mktemp("models") / "affine.onnx")
+
+
+def orphan(client: redis.Redis, consumer: str, count: int) -> list[str]:
+    """Deliver ``count`` entries to ``consumer`` and never ack them: what a crashed worker leaves."""
+    with contextlib.suppress(redis.ResponseError):  # BUSYGROUP
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    got = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count)
+    return [eid.decode() for eid in (e for _s, items in got for e, _f in items)]
+
+
+def test_entries_of_a_dead_consumer_are_recovered_and_the_consumer_removed(
+    redis_url: str, redis_client: redis.Redis, affine: Path
+) -> None:
+    xs = {f"r{i}": rand(1, 4, seed=i) for i in range(5)}
+    for rid, x in xs.items():
+        send(redis_client, "affine", {"x": x}, request_id=rid)
+    assert len(orphan(redis_client, "crashed", 5)) == 5
+    with WorkerThread(redis_url, affine, recovery=FAST) as wt:
+        replies = collect(redis_client, 5, timeout_s=15)
+        deadline = time.monotonic() + 10
+        names = set()
+        while time.monotonic() < deadline:
+            names = {c["name"] for c in redis_client.xinfo_consumers(STREAM, GROUP)}
+            if b"crashed" not in names:
+                break
+            time.sleep(0.05)
+        assert wt.worker is not None and wt.worker.stats.recovered == 5
+    for rid, x in xs.items():
+        assert replies[rid].status is Status.OK
+        np.testing.assert_allclose(replies[rid].outputs["y"], 2 * x + 1, rtol=1e-6)
+    assert b"crashed" not in names  # deleted once its pending list was empty
+    assert int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0
+
+
+def test_entries_of_a_live_consumer_are_left_alone(redis_url: str, redis_client: redis.Redis, affine: Path) -> None:
+    send(redis_client, "affine", {"x": rand(1, 4)}, request_id="busy")
+    orphan(redis_client, "slow-but-alive", 1)
+    redis_client.hset(f"{STREAM}:worker:slow-but-alive", "status", "ready")  # its health key
+    with WorkerThread(redis_url, affine, recovery=FAST):
+        time.sleep(1.0)  # > 3 recovery rounds past min_idle
+        owner = redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)[0]["consumer"]
+    assert owner == b"slow-but-alive"
+    assert redis_client.xlen("replies") == 0
+
+
+def test_entry_over_max_deliveries_is_dead_lettered_and_answered(
+    redis_url: str, redis_client: redis.Redis, affine: Path
+) -> None:
+    send(redis_client, "affine", {"x": rand(1, 4)}, request_id="poison")
+    (entry_id,) = orphan(redis_client, "crash-1", 1)
+    for i in (2, 3):  # two more workers took it and crashed: delivered 3 times
+        redis_client.xclaim(STREAM, GROUP, f"crash-{i}", 0, [entry_id])
+    with WorkerThread(redis_url, affine, recovery=FAST):
+        reply = collect(redis_client, 1, timeout_s=15)["poison"]
+    assert reply.status is Status.INTERNAL
+    assert "delivered 4 times" in (reply.error or "")
+    dead = redis_client.xrange(f"{STREAM}:dead")
+    assert len(dead) == 1 and dead[0][1][b"original_id"] == entry_id.encode()
+    assert b"f:body" in dead[0][1]  # the original fields are kept
+    assert int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0
+
+
+def test_trimming_removes_acknowledged_entries_only(redis_url: str, redis_client: redis.Redis, affine: Path) -> None:
+    redis_client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    done = [send(redis_client, "affine", {"x": rand(1, 4)}, request_id=f"d{i}") for i in range(20)]
+    redis_client.xreadgroup(GROUP, "finished", {STREAM: ">"}, count=20)
+    redis_client.xack(STREAM, GROUP, *done)  # processed and acknowledged earlier
+    held = send(redis_client, "affine", {"x": rand(1, 4)}, request_id="held")
+    orphan(redis_client, "alive", 1)  # delivered to a live consumer, not yet acknowledged
+    redis_client.hset(f"{STREAM}:worker:alive", "status", "ready")
+    later = [send(redis_client, "affine", {"x": rand(1, 4)}, request_id=f"l{i}") for i in range(5)]
+    with WorkerThread(redis_url, affine, recovery=FAST):
+        collect(redis_client, 5)
+        deadline = time.monotonic() + 5
+        while redis_client.xlen(STREAM) > 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remaining = [eid.decode() for eid, _f in redis_client.xrange(STREAM)]
+    # Acknowledged entries below the oldest unacknowledged one are gone; that one and what follows stay
+    # (MINID trimming cannot skip over a pending entry).
+    assert remaining == [held, *later]
+    assert redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)[0]["message_id"].decode() == held
+
+
+def test_limits_are_published_for_producers(redis_url: str, redis_client: redis.Redis, affine: Path) -> None:
+    with WorkerThread(redis_url, affine, streams={"block_ms": 100, "max_backlog": 500}):
+        pass
+    assert redis_client.hget(f"{STREAM}:limits", "max_backlog") == b"500"

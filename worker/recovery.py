@@ -1,0 +1,115 @@
+"""Recovery: take over work that dead consumers left pending, dead-letter poison, trim, clean up.
+
+Every ``interval_s`` each worker:
+
+1. lists group entries pending for at least ``min_idle_ms`` (XPENDING ... IDLE);
+2. claims (XCLAIM, with the same min-idle so two claimers never both win) those whose owner is not
+   alive (no health key), or that have been idle for ``stuck_ms`` whatever the owner says;
+3. hands claimed entries to the worker like fresh reads, except those delivered more than
+   ``max_deliveries`` times, which are dead-lettered and answered with an error;
+4. trims the stream below the oldest unacknowledged entry (XTRIM MINID), so the stream length is the
+   backlog that producers' backpressure sees;
+5. deletes consumers whose pending list is empty and that have been idle for ``min_idle_ms``.
+
+``min_idle_ms`` must stay safely above max batch delay + compute + publish time, so that only work
+that nobody is doing gets claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from worker.transport import Entry, GroupMaintenance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Recovered:
+    """One round's outcome."""
+
+    entries: list[Entry] = field(default_factory=list)  # claimed, to be processed
+    poison: list[tuple[Entry, int]] = field(default_factory=list)  # claimed, over max deliveries
+    deleted: list[str] = field(default_factory=list)  # pending ids whose data is gone
+    trimmed: int = 0
+    consumers_deleted: list[str] = field(default_factory=list)
+
+
+class Recovery:
+    """The recovery policy over ``GroupMaintenance``'s Redis commands."""
+
+    def __init__(
+        self,
+        maintenance: GroupMaintenance,
+        *,
+        min_idle_ms: int,
+        stuck_ms: int,
+        max_deliveries: int,
+        count: int = 100,
+        trim: bool = True,
+    ) -> None:
+        self.m = maintenance
+        self.min_idle_ms = min_idle_ms
+        self.stuck_ms = stuck_ms
+        self.max_deliveries = max_deliveries
+        self.count = count
+        self.trim = trim
+
+    async def round(self, room: int) -> Recovered:
+        """One pass. ``room``: how many entries the worker can take now."""
+        out = Recovered()
+        if room > 0:
+            await self._claim(out, room)
+        if self.trim:
+            out.trimmed = await self.m.trim_acknowledged()
+        for consumer in await self.m.idle_consumers(self.min_idle_ms):
+            if not (await self.m.alive([consumer]))[consumer]:
+                left = await self.m.delete_consumer(consumer)
+                out.consumers_deleted.append(consumer)
+                if left:  # a delivery raced the check; XGROUP DELCONSUMER dropped them from the PEL
+                    log.error("deleted consumer %s that had %d pending entries", consumer, left)
+        return out
+
+    async def _claim(self, out: Recovered, room: int) -> None:
+        candidates = await self.m.idle_pending(self.min_idle_ms, min(self.count, room))
+        if not candidates:
+            return
+        owners = sorted({p.consumer for p in candidates if p.consumer != self.m.t.consumer})
+        alive = await self.m.alive(owners) if owners else {}
+        chosen = [
+            p for p in candidates
+            if p.consumer == self.m.t.consumer or not alive.get(p.consumer, False) or p.idle_ms >= self.stuck_ms
+        ]  # fmt: skip
+        if not chosen:
+            return
+        deliveries = {p.entry_id: p.deliveries + 1 for p in chosen}  # XCLAIM counts one more delivery
+        entries, out.deleted = await self.m.claim([p.entry_id for p in chosen], self.min_idle_ms)
+        for entry in entries:
+            count = deliveries.get(entry[0], 1)
+            if count > self.max_deliveries:
+                out.poison.append((entry, count))
+            else:
+                out.entries.append(entry)
+        log.info("recovered %d entries from %s (%d over max deliveries, %d deleted)",
+                 len(entries), owners or "self", len(out.poison), len(out.deleted))  # fmt: skip
+
+
+async def run_forever(
+    recovery: Recovery,
+    *,
+    interval_s: float,
+    room: Callable[[], int],
+    handle: Callable[[Recovered], Awaitable[None]],
+    stopping: Callable[[], bool],
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    """Run rounds until ``stopping()``; errors are logged and the loop carries on."""
+    while not stopping():
+        try:
+            result = await recovery.round(room())
+            await handle(result)
+        except Exception:
+            log.exception("recovery round failed; retrying in %.1fs", interval_s)
+        await sleep(interval_s)
