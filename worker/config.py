@@ -109,6 +109,13 @@ class LimitsSettings(BaseModel):
         )
 
 
+class HttpSettings(BaseModel):
+    host: str = Field(default="0.0.0.0", description="Address of the health and metrics server.")
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve /livez, /readyz, /metrics here (unset: off; 0: any port)."
+    )
+
+
 class RecoverySettings(BaseModel):
     """Taking over entries that dead consumers left pending (see worker/recovery.py)."""
 
@@ -152,6 +159,7 @@ class Settings(BaseSettings):
     tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @model_validator(mode="after")
     def _idle_above_batch_delay(self) -> Settings:

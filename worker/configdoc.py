@@ -45,3 +45,15 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 def markdown_table() -> str:
     lines = ["| variable | default | meaning |", "| --- | --- | --- |", *_rows(Settings, ENV_PREFIX)]
     return "\n".join(lines)
+
+
+def update_readme(path: str) -> bool:
+    """Rewrite the table between the markers in ``path``; True if it changed."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    new = f"{text[:start]}\n{markdown_table()}\n{text[end:]}"
+    if new != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != text

@@ -36,6 +36,7 @@ from worker.config import Settings
 from worker.engines.base import Engine, ExecutionSlot
 from worker.errors import EngineError
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
+from worker.observability import HealthServer, Metrics
 from worker.recovery import Recovered, Recovery, run_forever
 from worker.transport import DeadLetter, Entry, GroupMaintenance, OutgoingReply, Transport
 
@@ -101,11 +102,15 @@ class Worker:
             trim=rec.trim,
         )
         self.stats = Stats()
+        self.metrics = Metrics()
+        self.redis_down_since: float | None = None
         self.started_ms = int(time.time() * 1000)
         self._stop = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
         self._reading_done = False
+        self._drain_deadline = float("inf")
+        self.http_port: int | None = None
         self._free_slots: asyncio.Queue[ExecutionSlot] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fatal: BaseException | None = None
@@ -134,6 +139,10 @@ class Worker:
         recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        http = self.settings.http
+        server = HealthServer(http.host, http.port, self.health, self.metrics) if http.port is not None else None
+        if server is not None:
+            self.http_port = await server.start()
         log.info("worker %s serving model %r from %s", self.transport.consumer, self.engine.info.name,
                  self.settings.stream)  # fmt: skip
         await self._stop.wait()
@@ -141,6 +150,8 @@ class Worker:
         await self._drain(reader, dispatcher)
         heartbeat.cancel()
         await asyncio.gather(heartbeat, recovery, return_exceptions=True)
+        if server is not None:
+            await server.close()
         with contextlib.suppress(*REDIS_ERRORS):
             await self.transport.clear_heartbeat()
         if self._fatal is not None:
@@ -148,7 +159,7 @@ class Worker:
 
     async def _drain(self, reader: asyncio.Task[None], dispatcher: asyncio.Task[None]) -> None:
         grace = self.settings.shutdown_grace_s
-        deadline = time.monotonic() + grace
+        deadline = self._drain_deadline = time.monotonic() + grace
         try:
             await asyncio.wait_for(asyncio.shield(reader), timeout=self.settings.streams.block_ms / 1000 + 2)
         except (TimeoutError, asyncio.TimeoutError):
@@ -189,19 +200,39 @@ class Worker:
             log.error("task %s failed", task.get_name(), exc_info=exc)
         self.stop()
 
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.stats.redis_errors += 1
+        self.metrics.redis_errors.inc()
+        if self.redis_down_since is None:
+            self.redis_down_since = time.monotonic()
+            self.metrics.redis_up.set(0)
+            log.error("redis unavailable: %s", exc)
+
+    def _redis_ok(self) -> None:
+        if self.redis_down_since is not None:
+            log.warning("redis is back after %.1fs", time.monotonic() - self.redis_down_since)
+            self.redis_down_since = None
+            self.metrics.redis_up.set(1)
+
     async def _with_retry(self, op: Any, *args: Any) -> Any:
-        """Run a Redis operation, retrying through outages with backoff until it works or we stop."""
+        """Run a Redis operation, retrying through outages with backoff and jitter until it works.
+
+        Gives up only when stopping and past the grace period, leaving the entries pending for others.
+        """
         backoff = Backoff()
         while True:
             try:
-                return await op(*args)
+                result = await op(*args)
             except REDIS_ERRORS as exc:
-                self.stats.redis_errors += 1
-                if self.stopping and self._reading_done and backoff.attempt > 20:
+                self._redis_failed(exc)
+                if self.stopping and self._reading_done and time.monotonic() > self._drain_deadline:
                     raise
                 delay = backoff.next_delay()
-                log.warning("redis unavailable (%s); retry in %.2fs", exc, delay)
+                log.debug("redis operation failed (%s); retry in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
+            else:
+                self._redis_ok()
+                return result
 
     # -------------------------------------------------------------------------------------- reading
 
@@ -221,11 +252,12 @@ class Worker:
                 )
                 backoff.reset()
             except REDIS_ERRORS as exc:
-                self.stats.redis_errors += 1
+                self._redis_failed(exc)
                 delay = backoff.next_delay()
-                log.warning("read failed (%s); retry in %.2fs", exc, delay)
+                log.debug("read failed (%s); retry in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            self._redis_ok()
             if own_pending and len(entries) < min(cfg.streams.read_count, room):
                 own_pending = False
             if entries:
@@ -273,10 +305,12 @@ class Worker:
             if rej.reply_to is None or rej.request_id is None:
                 continue
             rej.timing.published_ns = time.time_ns()
+            self.metrics.observe_reply(rej.status, rej.timing)
             fields = encode_reply(rej.request_id, rej.status, error=rej.error, model=self.engine.info.name,
                                   timing=rej.timing, worker=self.transport.consumer)  # fmt: skip
             replies.append(OutgoingReply(rej.reply_to, fields, rej.entry_id))
         self.stats.dead_lettered += len(dead)
+        self.metrics.dead_lettered.inc(len(dead))
         if dead:
             log.warning("dead-lettered %d entries", len(dead))
         result = await self._with_retry(self.transport.publish, replies, dead, [r.entry_id for r in rejections])
@@ -302,6 +336,7 @@ class Worker:
 
     async def _recovered(self, result: Recovered) -> None:
         self.stats.recovered += len(result.entries)
+        self.metrics.recovered.inc(len(result.entries))
         if result.entries and not self.stopping:
             await self._admit(result.entries)
         poison = []
@@ -353,6 +388,7 @@ class Worker:
             self._free_slots.put_nowait(slot)
         dead = [DeadLetter(it.entry_id, {}, f"engine failed on this request: {err}") for it, err in failed]
         self.stats.dead_lettered += len(dead)
+        self.metrics.dead_lettered.inc(len(dead))
         result = await self._with_retry(self.transport.publish, replies, dead, [it.entry_id for it in items])
         self.stats.dead_lettered += len(result.failed_replies)
 
@@ -392,7 +428,9 @@ class Worker:
         end_ns = time.time_ns()
         self.stats.batches += 1
         self.stats.rows += rows
-        return self._split(items, outputs, rows, start_ns, end_ns)
+        replies = self._split(items, outputs, rows, start_ns, end_ns)
+        self.metrics.observe_batch(rows, items[0].timing)
+        return replies
 
     def _split(
         self, items: list[WorkItem], outputs: dict[str, np.ndarray[Any, Any]], rows: int, start_ns: int, end_ns: int
@@ -409,6 +447,7 @@ class Worker:
             timing.published_ns = time.time_ns()
             mine = {name: outputs[name][offset : offset + item.rows] for name in wanted}
             offset += item.rows
+            self.metrics.observe_reply(Status.OK, timing)
             fields = encode_reply(item.request.id, Status.OK, outputs=mine, model=self.engine.info.name,
                                   timing=timing, worker=self.transport.consumer, batch_size=rows)  # fmt: skip
             replies.append(OutgoingReply(item.request.reply_to, fields, item.entry_id))
@@ -417,6 +456,7 @@ class Worker:
 
     def _error_reply(self, item: WorkItem, status: Status, error: str) -> OutgoingReply:
         item.timing.published_ns = time.time_ns()
+        self.metrics.observe_reply(status, item.timing)
         fields = encode_reply(item.request.id, status, error=error, model=self.engine.info.name, timing=item.timing,
                               worker=self.transport.consumer)  # fmt: skip
         return OutgoingReply(item.request.reply_to, fields, item.entry_id)
@@ -425,8 +465,14 @@ class Worker:
 
     def health(self) -> dict[str, Any]:
         s = self.stats
+        down = self.redis_down_since
+        self.metrics.queued.set(len(self.batcher))
+        self.metrics.inflight.set(len(self.engine.slots) - self._free_slots.qsize())
         return {
-            "status": "draining" if self.stopping else "ready",
+            "status": "draining" if self.stopping else ("degraded" if down is not None else "ready"),
+            "ready": not self.stopping and down is None,
+            "redis": "up" if down is None else "down",
+            "redis_down_s": 0.0 if down is None else round(time.monotonic() - down, 3),
             "model": self.engine.info.name,
             "backend": self.settings.backend,
             "host": socket.gethostname(),
@@ -450,6 +496,11 @@ class Worker:
         while True:
             try:
                 await self.transport.heartbeat(self.health(), ttl)
+                lag, pending = await self.maintenance.group_backlog()
+                self.metrics.group_lag.set(lag)
+                self.metrics.group_pending.set(pending)
             except REDIS_ERRORS as exc:
-                log.warning("heartbeat failed: %s", exc)
+                self._redis_failed(exc)
+            else:
+                self._redis_ok()
             await asyncio.sleep(ttl / 3)

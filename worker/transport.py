@@ -227,6 +227,13 @@ class GroupMaintenance:
                 entries.append((_text(entry_id), cast("dict[bytes, bytes]", dict(fields))))
         return entries, deleted
 
+    async def group_backlog(self) -> tuple[int, int]:
+        """(lag, pending) of this worker's group: entries not yet delivered, and delivered but unacked."""
+        for group in await self.t.client.xinfo_groups(self.t.stream):
+            if _text(group["name"]) == self.t.group:
+                return int(group.get("lag") or 0), int(group["pending"])
+        return 0, 0
+
     async def trim_acknowledged(self) -> int:
         """Delete entries every group has delivered and acknowledged: XTRIM MINID at the lowest of each
         group's oldest pending id and first undelivered id. Never removes an unacknowledged entry."""
