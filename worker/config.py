@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producer import keys
@@ -31,6 +31,11 @@ class RedisSettings(BaseModel):
         default=None,
         description="Redis URL (redis://, rediss:// for TLS, unix://). Unset: start a private redis-server.",
     )
+    username: str | None = Field(default=None, description="ACL user (overrides the URL's).")
+    password: SecretStr | None = Field(default=None, description="Password (overrides the URL's); never logged.")
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle to verify the server (rediss://).")
+    tls_cert_file: Path | None = Field(default=None, description="Client certificate, for mutual TLS.")
+    tls_key_file: Path | None = Field(default=None, description="Client private key, for mutual TLS.")
     socket_timeout_s: float = Field(default=10.0, gt=0, description="Socket timeout for Redis commands.")
     health_check_interval_s: int = Field(default=15, ge=0, description="Ping idle connections this often.")
 

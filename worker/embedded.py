@@ -61,9 +61,11 @@ class EmbeddedRedis:
         appendonly: bool = False,
         extra_args: list[str] | None = None,
         binary: str | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
+        self.tls = tls  # (cert file, key file, CA file): serve TLS only, on ``port``
         self.appendonly = appendonly
         self.extra_args = list(extra_args or [])
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -71,7 +73,7 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -82,9 +84,15 @@ class EmbeddedRedis:
             return self
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="redis-infer-")
+        if self.tls:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                     "--tls-ca-cert-file", ca, "--tls-auth-clients", "optional"]  # fmt: skip
+        else:
+            ports = ["--port", str(self.port)]
         args = [
             self.binary,
-            "--port", str(self.port),
+            *ports,
             "--bind", "127.0.0.1",
             "--dir", self._dir.name,
             "--save", "",

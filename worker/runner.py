@@ -50,12 +50,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
-    client = connect(
-        url,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-        health_check_interval_s=settings.redis.health_check_interval_s,
-        block_ms=settings.streams.block_ms,
-    )
+    client = connect(settings.redis, block_ms=settings.streams.block_ms, url=url)
     transport = Transport(
         client,
         stream=settings.stream,

@@ -34,7 +34,7 @@ from producer.codec import Status, Timing, encode_reply, peek_envelope
 from worker.batcher import Batcher, Item
 from worker.config import Settings
 from worker.engines.base import Engine, ExecutionSlot
-from worker.errors import EngineError
+from worker.errors import ConfigError, EngineError
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
 from worker.observability import HealthServer, Metrics
 from worker.recovery import Recovered, Recovery, run_forever
@@ -223,6 +223,8 @@ class Worker:
         while True:
             try:
                 result = await op(*args)
+            except redis.exceptions.AuthenticationError as exc:
+                raise ConfigError(f"Redis refused our credentials: {exc}") from exc
             except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
                 if self.stopping and self._reading_done and time.monotonic() > self._drain_deadline:

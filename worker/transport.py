@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from producer import keys
+from worker.config import RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -161,16 +162,32 @@ class Transport:
         await self.client.delete(keys.health_key(self.stream, self.consumer))
 
 
-def connect(url: str, *, socket_timeout_s: float, health_check_interval_s: int, block_ms: int) -> aioredis.Redis:
-    """An asyncio client; the socket timeout leaves room for the longest XREADGROUP BLOCK."""
-    timeout = max(socket_timeout_s, block_ms / 1000 + 5)
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=socket_timeout_s,
-        health_check_interval=health_check_interval_s,
-        client_name=f"redis-infer-worker:{socket.gethostname()}:{os.getpid()}",
-    )
+def connect(settings: RedisSettings, *, block_ms: int, url: str | None = None) -> aioredis.Redis:
+    """An asyncio client for the configured Redis (ACL user, password and TLS files applied).
+
+    The socket timeout leaves room for the longest XREADGROUP BLOCK.
+    """
+    kwargs: dict[str, Any] = {
+        "socket_timeout": max(settings.socket_timeout_s, block_ms / 1000 + 5),
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "health_check_interval": settings.health_check_interval_s,
+        "client_name": f"redis-infer-worker:{socket.gethostname()}:{os.getpid()}",
+    }
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password is not None:
+        kwargs["password"] = settings.password.get_secret_value()
+    for key, path in (
+        ("ssl_ca_certs", settings.tls_ca_file),
+        ("ssl_certfile", settings.tls_cert_file),
+        ("ssl_keyfile", settings.tls_key_file),
+    ):
+        if path is not None:
+            kwargs[key] = str(path)
+    target = url or settings.url
+    if target is None:
+        raise ValueError("no Redis URL")
+    return aioredis.Redis.from_url(target, **kwargs)
 
 
 @dataclass(slots=True)
