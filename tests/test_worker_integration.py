@@ -251,3 +251,34 @@ def test_fatal_engine_error_stops_the_worker_and_leaves_entries_pending(
         wt.stop()
     assert pending(redis_client) == 1  # not acked: another worker will recover it
     assert redis_client.xlen("replies") == 0
+
+
+class RecordingEngine(PoisonEngine):
+    """Runs slowly and records the first value of every batch, in execution order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[float] = []
+        self._slots = [RecordingSlot(self)]
+
+
+class RecordingSlot(PoisonSlot):
+    async def run(self) -> Mapping[str, np.ndarray]:  # type: ignore[override]
+        self.engine.order.append(float(self.x[0, 0]))  # type: ignore[attr-defined]
+        await asyncio.sleep(0.3)
+        return {"y": self.x * 10}
+
+
+def test_higher_priority_requests_run_first(redis_url: str, redis_client: redis.Redis) -> None:
+    engine = RecordingEngine()
+    with WorkerThread(redis_url, engine=engine, model={"name": "poison"}, batch={"max_size": 1}):
+        send(redis_client, "poison", {"x": np.full((1, 2), 0.0, np.float32)}, request_id="first")
+        deadline = time.monotonic() + 5
+        while not engine.order and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # the only slot is busy: these queue up and are ordered by priority, then arrival
+        for value, priority in ((1.0, 0), (2.0, 0), (3.0, 5), (4.0, 1)):
+            send(redis_client, "poison", {"x": np.full((1, 2), value, np.float32)}, request_id=f"v{value}",
+                 priority=priority)  # fmt: skip
+        collect(redis_client, 5)
+    assert engine.order == [0.0, 3.0, 4.0, 1.0, 2.0]
