@@ -109,3 +109,19 @@ def test_limits_are_published_for_producers(redis_url: str, redis_client: redis.
     with WorkerThread(redis_url, affine, streams={"block_ms": 100, "max_backlog": 500}):
         pass
     assert redis_client.hget(f"{STREAM}:limits", "max_backlog") == b"500"
+
+
+def test_restart_under_the_same_name_drains_its_own_pending_entries_once(
+    redis_url: str, redis_client: redis.Redis, affine: Path
+) -> None:
+    for i in range(100):
+        send(redis_client, "affine", {"x": rand(1, 4, seed=i)}, request_id=f"p{i}")
+    assert len(orphan(redis_client, "pod-0", 100)) == 100  # the previous process of "pod-0" died
+    recovery = {**FAST, "min_idle_ms": 60_000}  # the claimer stays out of it: the reader does this
+    with WorkerThread(redis_url, affine, consumer="pod-0", recovery=recovery,
+                      streams={"block_ms": 100, "read_count": 16}):  # fmt: skip
+        replies = collect(redis_client, 100)
+        time.sleep(0.3)
+    assert all(r.status is Status.OK for r in replies.values())
+    assert redis_client.xlen("replies") == 100  # each entry processed exactly once
+    assert int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0

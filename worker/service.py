@@ -109,6 +109,7 @@ class Worker:
         self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
         self._reading_done = False
+        self._closed = asyncio.Event()  # set once drained: the heartbeat stops
         self._drain_deadline = float("inf")
         self.http_port: int | None = None
         self._free_slots: asyncio.Queue[ExecutionSlot] = asyncio.Queue()
@@ -146,9 +147,10 @@ class Worker:
         log.info("worker %s serving model %r from %s", self.transport.consumer, self.engine.info.name,
                  self.settings.stream)  # fmt: skip
         await self._stop.wait()
-        recovery.cancel()
         await self._drain(reader, dispatcher)
-        heartbeat.cancel()
+        # No cancel(): a cancellation that lands inside a redis-py call can be swallowed there. These
+        # loops watch the events instead and end at their next step.
+        self._closed.set()
         await asyncio.gather(heartbeat, recovery, return_exceptions=True)
         if server is not None:
             await server.close()
@@ -240,7 +242,9 @@ class Worker:
 
     async def _read_loop(self) -> None:
         cfg = self.settings
-        own_pending = True  # first drain entries this consumer name left unacked (restart with same name)
+        # First this consumer name's own unacknowledged entries (a restart under the same name), by
+        # cursor so none is read twice; then new entries.
+        own_cursor: str | None = "0"
         backoff = Backoff()
         while not self.stopping:
             room = cfg.batch.max_queued - len(self.batcher)
@@ -248,10 +252,9 @@ class Worker:
                 self._space.clear()
                 await self._space.wait()
                 continue
+            count = min(cfg.streams.read_count, room)
             try:
-                entries = await self.transport.read(
-                    min(cfg.streams.read_count, room), cfg.streams.block_ms, pending=own_pending
-                )
+                entries = await self.transport.read(count, cfg.streams.block_ms, after=own_cursor)
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
@@ -260,8 +263,8 @@ class Worker:
                 await asyncio.sleep(delay)
                 continue
             self._redis_ok()
-            if own_pending and len(entries) < min(cfg.streams.read_count, room):
-                own_pending = False
+            if own_cursor is not None:
+                own_cursor = entries[-1][0] if len(entries) == count else None
             if entries:
                 await self._admit(entries)
 
@@ -495,7 +498,7 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         ttl = self.settings.health_ttl_s
-        while True:
+        while not self._closed.is_set():
             try:
                 await self.transport.heartbeat(self.health(), ttl)
                 lag, pending = await self.maintenance.group_backlog()
@@ -505,4 +508,5 @@ class Worker:
                 self._redis_failed(exc)
             else:
                 self._redis_ok()
-            await asyncio.sleep(ttl / 3)
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), timeout=ttl / 3)

@@ -91,14 +91,15 @@ class Transport:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, count: int, block_ms: int, *, pending: bool = False) -> list[Entry]:
-        """New entries for this consumer (``>``), or with ``pending`` its own unacknowledged ones (``0``).
+    async def read(self, count: int, block_ms: int, *, after: str | None = None) -> list[Entry]:
+        """New entries for this consumer (``>``); or, given ``after``, this consumer's own unacknowledged
+        entries with ids above it (``"0"`` for all), which a restarted worker of the same name drains first.
 
         A pending entry whose data was trimmed away comes back with empty fields.
         """
         reply = await self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: "0" if pending else ">"}, count=count,
-            block=None if pending else block_ms,
+            self.group, self.consumer, {self.stream: after or ">"}, count=count,
+            block=None if after else block_ms,
         )  # fmt: skip
         entries: list[Entry] = []
         streams: Any = reply or []
