@@ -295,7 +295,7 @@ def _unpack(body: bytes, limits: Limits) -> dict[str, Any]:
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises several types; all mean the same to a peer
-        raise CodecError(f"body is not valid msgpack: {exc}") from None
+        raise CodecError(f"body is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise CodecError(f"body must be a msgpack map, got {type(obj).__name__}")
     return obj
