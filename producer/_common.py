@@ -1,0 +1,503 @@
+"""What the sync and async clients share: request preparation, the pending table, reply routing, deadlines.
+
+Nothing here does I/O. The clients own the Redis connection and the reader (a thread or a task); they
+hand every batch of reply-stream entries to :meth:`ClientCore.handle_entries` and call
+:meth:`ClientCore.expire` after every read, so both clients route, count and time out requests the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import InvalidStateError as FuturesInvalidStateError
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Protocol, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from producer.codec import (
+    CodecError,
+    Limits,
+    ParamValue,
+    Reply,
+    Status,
+    decode_reply,
+    encode_request,
+)
+from producer.errors import ClientClosed, InferTimeout, InvalidInput, error_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_STREAM: Final = "infer:requests"
+DEFAULT_REPLY_PREFIX: Final = "infer:reply:"
+
+# A client opened from a URL uses a blocking pool of this size: more concurrent calls wait for a free
+# connection (up to POOL_TIMEOUT_S) instead of failing with "Too many connections".
+MAX_CONNECTIONS: Final = 64
+POOL_TIMEOUT_S: Final = 20.0
+READ_BLOCK_MS: Final = 100  # longest XREAD BLOCK: bounds how long close() waits for the reader
+READ_COUNT: Final = 512  # most reply entries read per XREAD
+BACKOFF_FIRST_S: Final = 0.05
+BACKOFF_MAX_S: Final = 1.0
+STOP_TIMEOUT_S: Final = 5.0  # how long close() waits for the reader before giving up on it
+RESULT_GRACE_S: Final = 5.0  # infer() waits this long past the deadline if the reader has not failed the request
+MAX_REQUEST_ID_BYTES: Final = 128  # what codec.decode_request accepts
+MAX_REPLY_TO_BYTES: Final = 256
+REMEMBER_FINISHED: Final = 10_000  # finished request ids kept to tell duplicate replies from late ones
+# close() adds an entry with this field to its own reply stream: it wakes the blocked XREAD at once,
+# where waiting out BLOCK would take up to 1/hz s more (Redis checks blocking timeouts at ``hz``).
+WAKE_FIELD: Final = b"wake"
+
+_INVALID_STATE: Final = (FuturesInvalidStateError, asyncio.InvalidStateError)
+_TRANSIENT: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters of one client. ``client.stats`` returns a snapshot copy."""
+
+    submitted: int = 0  # requests registered to be sent
+    replies: int = 0  # replies that resolved a pending request
+    timeouts: int = 0  # requests failed client-side with InferTimeout
+    duplicate_replies: int = 0  # a second reply for a request that was already answered
+    late_replies: int = 0  # a reply for a request that had timed out or was cancelled
+    unknown_replies: int = 0  # a reply for a request id this client does not know (or no longer remembers)
+    undecodable_replies: int = 0
+    read_errors: int = 0  # failed reads of the reply stream (connection lost...), retried with backoff
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """The constructor arguments shared by both clients, validated once."""
+
+    model: str
+    stream: str
+    model_version: str | None
+    default_timeout_s: float | None
+    reply_prefix: str
+    limits: Limits
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must be a non-empty string")
+        if not self.stream:
+            raise ValueError("stream must be a non-empty string")
+        if self.default_timeout_s is not None and not _positive_finite(self.default_timeout_s):
+            raise ValueError(f"default_timeout_s must be positive and finite, got {self.default_timeout_s!r}")
+        if len(self.reply_prefix.encode()) + 32 > MAX_REPLY_TO_BYTES:
+            raise ValueError(f"reply_prefix is too long: a reply_to key holds at most {MAX_REPLY_TO_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """An encoded request, ready for XADD."""
+
+    request_id: str
+    fields: dict[str, bytes]
+    timeout_s: float | None
+    deadline: float | None  # time.monotonic() seconds
+
+
+class ReplyFuture(Protocol):
+    """What the core needs of a future: ``concurrent.futures.Future`` and ``asyncio.Future`` both fit."""
+
+    def done(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+    def set_result(self, result: Reply, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+
+F = TypeVar("F", bound=ReplyFuture)
+
+
+@dataclass(slots=True)
+class _Pending(Generic[F]):
+    future: F
+    timeout_s: float | None
+    deadline: float | None
+
+
+def new_request_id() -> str:
+    """A fresh request id: 32 lowercase hex digits."""
+    return uuid.uuid4().hex
+
+
+def new_reply_key(prefix: str) -> str:
+    """A reply stream key private to one client instance."""
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def check_binary_responses(connection_kwargs: Mapping[str, Any]) -> None:
+    """Refuse a Redis client that decodes responses: reply bodies are binary msgpack."""
+    if connection_kwargs.get("decode_responses"):
+        raise ValueError("the Redis client must be created with decode_responses=False")
+
+
+def stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an XREAD response for one stream, RESP2 (list) or RESP3 (map) shaped."""
+    if not response:
+        return []
+    if isinstance(response, dict):  # RESP3: {key: [[entry, ...]]}
+        batches = [v[0] if v and isinstance(v[0], list) else v for v in response.values()]
+    else:  # RESP2: [[key, [entry, ...]]]
+        batches = [item[1] for item in response]
+    return [(entry_id, fields) for batch in batches for entry_id, fields in batch]
+
+
+def settle(future: ReplyFuture, reply: Reply) -> None:
+    """Resolve a future with a reply: its result if OK, else the typed ServerError."""
+    if reply.status is not Status.OK:
+        fail(future, error_for(reply))
+    elif not future.done():
+        with contextlib.suppress(*_INVALID_STATE):  # cancelled by another thread since done()
+            future.set_result(reply)
+
+
+def fail(future: ReplyFuture, exc: BaseException) -> None:
+    """Fail a future unless it is already done (cancelled by its owner, say)."""
+    if not future.done():
+        with contextlib.suppress(*_INVALID_STATE):
+            future.set_exception(exc)
+
+
+def _positive_finite(value: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+class ClientCore(Generic[F]):
+    """Request encoding, the table of pending requests, reply routing and client-side deadlines.
+
+    Thread-safe: the sync client submits from any thread while its listener thread routes replies.
+    Futures are resolved outside the lock because their callbacks may call back into the core.
+    """
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.reply_key = new_reply_key(config.reply_prefix)
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending[F]] = {}
+        self._deadlines: list[tuple[float, str]] = []  # heap; stale entries are skipped lazily
+        self._finished: OrderedDict[str, bool] = OrderedDict()  # id -> answered (True) or abandoned (False)
+        self._stats = ClientStats()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------ state
+
+    @property
+    def stats(self) -> ClientStats:
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # --------------------------------------------------------------------------------- requests
+
+    def prepare(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None,
+        priority: int,
+        parameters: Mapping[str, ParamValue] | None,
+        outputs: Sequence[str] | None,
+        request_id: str | None,
+    ) -> PreparedRequest:
+        """Validate and encode one request. Raises InvalidInput; nothing is sent."""
+        limits = self.config.limits
+        rid = new_request_id() if request_id is None else _checked_request_id(request_id)
+        timeout_s = self.config.default_timeout_s if timeout is None else timeout
+        if timeout_s is not None and not _positive_finite(timeout_s):
+            raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout_s!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
+            raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
+        _check_inputs(inputs, limits)
+        _check_parameters(parameters, limits)
+        _check_outputs(outputs, limits)
+        try:
+            fields = encode_request(
+                rid,
+                self.reply_key,
+                self.config.model,
+                inputs,
+                model_version=self.config.model_version,
+                timeout_ms=None if timeout_s is None else max(1, math.ceil(timeout_s * 1000)),
+                priority=priority,
+                outputs=None if outputs is None else list(outputs),
+                parameters=parameters,
+            )
+        except (CodecError, ValueError, TypeError, OverflowError) as exc:  # msgpack/numpy raise the latter
+            raise InvalidInput(f"cannot encode request: {exc}") from exc
+        if len(fields["body"]) > limits.max_body_bytes:
+            raise InvalidInput(
+                f"request body of {len(fields['body'])} bytes exceeds the limit of {limits.max_body_bytes}"
+            )
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        return PreparedRequest(rid, fields, timeout_s, deadline)
+
+    def prepare_many(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float | None,
+        priority: int,
+        parameters: Mapping[str, ParamValue] | None,
+        outputs: Sequence[str] | None,
+        request_ids: Sequence[str] | None,
+    ) -> list[PreparedRequest]:
+        """Validate and encode a batch of requests. Raises InvalidInput if any is invalid; nothing is sent."""
+        if isinstance(inputs, Mapping):
+            raise InvalidInput("submit_many takes a sequence of input mappings, got a single mapping")
+        inputs = list(inputs)
+        ids: Sequence[str | None] = [None] * len(inputs) if request_ids is None else request_ids
+        if len(ids) != len(inputs):
+            raise InvalidInput(f"{len(ids)} request_ids for {len(inputs)} requests")
+        options: dict[str, Any] = dict(timeout=timeout, priority=priority, parameters=parameters, outputs=outputs)
+        return [self.prepare(item, request_id=rid, **options) for item, rid in zip(inputs, ids, strict=True)]
+
+    def register(self, prepared: Sequence[PreparedRequest], futures: Sequence[F]) -> None:
+        """Add requests to the pending table, all or none, before they are sent.
+
+        Raises:
+            ClientClosed: If the client is closed.
+            InvalidInput: If a request id is already pending (or repeated in ``prepared``).
+        """
+        ids = [p.request_id for p in prepared]
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("client closed")
+            if len(set(ids)) != len(ids) or any(rid in self._pending for rid in ids):
+                raise InvalidInput("request id is already pending")
+            for p, future in zip(prepared, futures, strict=True):
+                self._pending[p.request_id] = _Pending(future, p.timeout_s, p.deadline)
+                if p.deadline is not None:
+                    heapq.heappush(self._deadlines, (p.deadline, p.request_id))
+            self._stats.submitted += len(ids)
+            self._compact_deadlines()
+        for rid, future in zip(ids, futures, strict=True):
+            future.add_done_callback(self._forget_if_cancelled(rid))
+
+    def sent(self, prepared: Sequence[PreparedRequest], futures: Sequence[F], results: Sequence[Any]) -> None:
+        """Apply a pipeline's per-command results: a request whose XADD failed is failed and forgotten."""
+        for p, future, result in zip(prepared, futures, results, strict=True):
+            if isinstance(result, Exception):
+                self.discard(p.request_id)
+                fail(future, result)
+
+    def discard(self, request_id: str) -> None:
+        """Forget a pending request (its send failed or its owner gave up). A later reply counts as late."""
+        with self._lock:
+            if self._pending.pop(request_id, None) is not None:
+                self._remember(request_id, answered=False)
+
+    def _forget_if_cancelled(self, request_id: str) -> Callable[[Any], None]:
+        def callback(future: Any) -> None:
+            if future.cancelled():
+                self.discard(request_id)
+
+        return callback
+
+    def count_read_error(self) -> None:
+        with self._lock:
+            self._stats.read_errors += 1
+
+    # ---------------------------------------------------------------------------------- replies
+
+    def handle_entries(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[bytes]:
+        """Decode reply entries and resolve their futures. Returns the entry ids, to be XDELed."""
+        for entry_id, fields in entries:
+            if WAKE_FIELD in fields:
+                continue
+            try:
+                reply = decode_reply(fields, self.config.limits)
+            except CodecError as exc:
+                with self._lock:
+                    self._stats.undecodable_replies += 1
+                log.warning("dropping undecodable reply %s on %s: %s", entry_id, self.reply_key, exc)
+                continue
+            future = self._route(reply)
+            if future is not None:
+                settle(future, reply)
+        return [entry_id for entry_id, _ in entries]
+
+    def _route(self, reply: Reply) -> F | None:
+        with self._lock:
+            entry = self._pending.pop(reply.id, None)
+            if entry is not None:
+                self._stats.replies += 1
+                self._remember(reply.id, answered=True)
+                return entry.future
+            answered = self._finished.get(reply.id)
+            if answered is None:
+                self._stats.unknown_replies += 1
+                kind = "unknown"
+            elif answered:
+                self._stats.duplicate_replies += 1
+                kind = "duplicate"
+            else:
+                self._stats.late_replies += 1
+                kind = "late"
+        log.debug("dropping %s reply for request %s (status %s)", kind, reply.id, reply.status.value)
+        return None
+
+    def _remember(self, request_id: str, *, answered: bool) -> None:
+        self._finished[request_id] = answered
+        while len(self._finished) > REMEMBER_FINISHED:
+            self._finished.popitem(last=False)
+
+    # -------------------------------------------------------------------------------- deadlines
+
+    def expire(self, now: float | None = None) -> int:
+        """Fail every pending request whose deadline has passed with InferTimeout. Returns how many."""
+        now = time.monotonic() if now is None else now
+        expired: list[tuple[str, _Pending[F]]] = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                deadline, rid = heapq.heappop(self._deadlines)
+                entry = self._pending.get(rid)
+                if entry is not None and entry.deadline == deadline:
+                    del self._pending[rid]
+                    self._remember(rid, answered=False)
+                    expired.append((rid, entry))
+            self._stats.timeouts += len(expired)
+        for rid, entry in expired:
+            message = f"no reply to request {rid} within {entry.timeout_s:g} s"
+            fail(entry.future, InferTimeout(message, request_id=rid, timeout_s=entry.timeout_s))
+        return len(expired)
+
+    def block_ms(self, now: float | None = None) -> int:
+        """How long the next XREAD may block: until the next deadline, at most READ_BLOCK_MS, at least 1."""
+        with self._lock:
+            if not self._deadlines:
+                return READ_BLOCK_MS
+            next_deadline = self._deadlines[0][0]
+        now = time.monotonic() if now is None else now
+        return max(1, min(READ_BLOCK_MS, math.ceil((next_deadline - now) * 1000)))
+
+    def _compact_deadlines(self) -> None:
+        # Answered requests leave their deadline in the heap until it passes; rebuild when mostly stale.
+        if len(self._deadlines) > 4 * len(self._pending) + 1024:
+            self._deadlines = [(e.deadline, rid) for rid, e in self._pending.items() if e.deadline is not None]
+            heapq.heapify(self._deadlines)
+
+    # ---------------------------------------------------------------------------------- closing
+
+    def close(self) -> int:
+        """Refuse new requests and fail the pending ones with ClientClosed. Returns how many were failed."""
+        with self._lock:
+            self._closed = True
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._deadlines.clear()
+        for entry in pending:
+            fail(entry.future, ClientClosed("client closed"))
+        return len(pending)
+
+
+class ReplyCursor:
+    """The reply reader's position and backoff, shared by the listener thread and the reader task.
+
+    A reader loop reads from ``last_id`` (deleting ``to_delete`` in the same round trip), then calls
+    :meth:`consumed` with the response, or :meth:`failed` with the error and waits the delay it returns.
+    """
+
+    def __init__(self, core: ClientCore[Any]) -> None:
+        self._core = core
+        self.last_id: bytes = b"0-0"
+        self.to_delete: list[bytes] = []
+        self._backoff_s = BACKOFF_FIRST_S
+
+    def consumed(self, response: Any) -> None:
+        """Handle a read's response: route the replies, remember them for deletion, reset the backoff."""
+        self._backoff_s = BACKOFF_FIRST_S
+        entries = stream_entries(response)
+        self.to_delete = self._core.handle_entries(entries)
+        if entries:
+            self.last_id = entries[-1][0]
+
+    def failed(self, exc: Exception) -> float:
+        """Count and log a failed read. Returns how long to wait before the next one."""
+        self._core.count_read_error()
+        delay, self._backoff_s = self._backoff_s, min(BACKOFF_MAX_S, self._backoff_s * 2)
+        key = self._core.reply_key
+        if isinstance(exc, _TRANSIENT):
+            log.warning("reading replies from %s failed (%s); retrying in %.2f s", key, exc, delay)
+        else:  # a bug or a clobbered key: keep going so pending requests still time out, but say it loudly
+            log.error("unexpected error reading replies from %s; retrying in %.2f s", key, delay, exc_info=exc)
+        return delay
+
+
+# The checks below mirror what codec.decode_request accepts, so that a request a worker would reject as
+# MALFORMED or TOO_LARGE fails here, before it is sent.
+
+
+def _check_inputs(inputs: Any, limits: Limits) -> None:
+    if not isinstance(inputs, Mapping):
+        raise InvalidInput(f"inputs must be a mapping of name to array, got {type(inputs).__name__}")
+    if len(inputs) > limits.max_tensors:
+        raise InvalidInput(f"{len(inputs)} inputs exceed the limit of {limits.max_tensors}")
+    for name in inputs:
+        _check_name(name, "input name", limits)
+
+
+def _check_parameters(parameters: Mapping[str, Any] | None, limits: Limits) -> None:
+    if parameters is None:
+        return
+    if not isinstance(parameters, Mapping) or len(parameters) > limits.max_parameters:
+        raise InvalidInput(f"parameters must be a mapping of at most {limits.max_parameters} entries")
+    for key, value in parameters.items():
+        _check_name(key, "parameter name", limits)
+        if isinstance(value, str):
+            if len(value) > limits.max_string_bytes:
+                raise InvalidInput(f"parameter {key!r} is longer than {limits.max_string_bytes} characters")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidInput(f"parameter {key!r} must be finite, got {value}")
+        elif not isinstance(value, int):  # bool is an int
+            raise InvalidInput(f"parameter {key!r} must be a str, int, float or bool, got {type(value).__name__}")
+
+
+def _check_outputs(outputs: Sequence[str] | None, limits: Limits) -> None:
+    if outputs is None:
+        return
+    if isinstance(outputs, str | bytes) or len(outputs) > limits.max_tensors:
+        raise InvalidInput(f"outputs must be a sequence of at most {limits.max_tensors} names")
+    for name in outputs:
+        _check_name(name, "output name", limits)
+
+
+def _check_name(name: Any, what: str, limits: Limits) -> None:
+    if not isinstance(name, str):
+        raise InvalidInput(f"{what} must be a string, got {type(name).__name__}")
+    if len(name) > limits.max_name_bytes:
+        raise InvalidInput(f"{what} {name[:32]!r}... is longer than {limits.max_name_bytes} characters")
+
+
+def _checked_request_id(request_id: str) -> str:
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidInput(f"request_id must be a non-empty string, got {request_id!r}")
+    if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
+        raise InvalidInput(f"request_id is longer than {MAX_REQUEST_ID_BYTES} bytes")
+    return request_id

@@ -1,0 +1,286 @@
+"""The asyncio client: the same API as :class:`producer.client.Client` on ``redis.asyncio``.
+
+Example::
+
+    async with AsyncClient("redis://localhost:6379/0", model="resnet50") as client:
+        outputs = await client.infer({"x": np.zeros((1, 3, 224, 224), np.float32)}, timeout=5.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from producer._common import (
+    DEFAULT_REPLY_PREFIX,
+    DEFAULT_STREAM,
+    DEFAULT_URL,
+    MAX_CONNECTIONS,
+    POOL_TIMEOUT_S,
+    READ_COUNT,
+    RESULT_GRACE_S,
+    STOP_TIMEOUT_S,
+    WAKE_FIELD,
+    ClientConfig,
+    ClientCore,
+    ClientStats,
+    ReplyCursor,
+    check_binary_responses,
+)
+from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
+from producer.errors import ClientClosed, InferTimeout
+
+log = logging.getLogger(__name__)
+
+
+class AsyncClient:
+    """An asyncio client for the inference worker; use it from one event loop.
+
+    Each instance owns a private reply stream read by a background task, started by the first
+    request (or ``async with``). The worker caps that stream and refreshes its TTL on every reply;
+    :meth:`aclose` deletes it.
+
+    Args:
+        url: Redis URL, used when ``redis`` is not given.
+        model: Name of the model every request of this client asks for.
+        stream: The request stream the workers read.
+        model_version: Model version to ask for; None lets the worker choose.
+        default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
+        reply_prefix: Prefix of the reply stream's key.
+        limits: Bounds applied when decoding replies and checked on requests before sending.
+        redis: A ``redis.asyncio.Redis`` to use instead of opening one from ``url`` (it must not decode
+            responses). It is not closed by :meth:`aclose`. The client opened from ``url`` has a
+            blocking pool of at most 64 connections: a call waits for a free one rather than failing.
+
+    Raises:
+        ValueError: If an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        model: str,
+        stream: str = DEFAULT_STREAM,
+        model_version: str | None = None,
+        default_timeout_s: float | None = 30.0,
+        reply_prefix: str = DEFAULT_REPLY_PREFIX,
+        limits: Limits = DEFAULT_LIMITS,
+        redis: Redis | None = None,
+    ) -> None:
+        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
+        self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
+        self._owns_redis = redis is None
+        self._redis: Redis = _open(url) if redis is None else redis
+        check_binary_responses(self._redis.connection_pool.connection_kwargs)
+        self._stop = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------- info
+
+    @property
+    def model(self) -> str:
+        """The model requests ask for."""
+        return self._core.config.model
+
+    @property
+    def stream(self) -> str:
+        """The request stream."""
+        return self._core.config.stream
+
+    @property
+    def reply_stream(self) -> str:
+        """This client's private reply stream key."""
+        return self._core.reply_key
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of this client's counters."""
+        return self._core.stats
+
+    @property
+    def pending(self) -> int:
+        """How many requests are waiting for a reply."""
+        return self._core.pending_count
+
+    # --------------------------------------------------------------------------------- requests
+
+    async def submit(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, ParamValue] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_id: str | None = None,
+    ) -> asyncio.Future[Reply]:
+        """Send one request; returns once it is in the stream, without waiting for its reply.
+
+        Arguments, results and errors are those of :meth:`producer.client.Client.submit`; the
+        returned future is an ``asyncio.Future`` of this loop. Cancelling it forgets the request.
+        """
+        prepared = self._core.prepare(
+            inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
+        )
+        future = self._start_reader().create_future()
+        self._core.register([prepared], [future])
+        try:
+            await self._redis.xadd(self._core.config.stream, prepared.fields)  # type: ignore[arg-type]
+        except BaseException:
+            self._core.discard(prepared.request_id)
+            future.cancel()
+            raise
+        return future
+
+    async def submit_many(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, ParamValue] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_ids: Sequence[str] | None = None,
+    ) -> list[asyncio.Future[Reply]]:
+        """Send many requests in one pipelined round trip; see :meth:`producer.client.Client.submit_many`."""
+        prepared = self._core.prepare_many(
+            inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_ids=request_ids
+        )
+        loop = self._start_reader()
+        futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in prepared]
+        self._core.register(prepared, futures)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for request in prepared:
+                    pipe.xadd(self._core.config.stream, request.fields)  # type: ignore[arg-type]
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            for request, future in zip(prepared, futures, strict=True):
+                self._core.discard(request.request_id)
+                future.cancel()
+            raise
+        self._core.sent(prepared, futures, results)
+        return futures
+
+    async def infer(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, ParamValue] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Send one request and wait for its outputs; see :meth:`producer.client.Client.infer`.
+
+        Cancelling the awaiting task forgets the request (a reply that comes later is dropped).
+        """
+        future = await self.submit(
+            inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
+        )
+        timeout_s = self._core.config.default_timeout_s if timeout is None else timeout
+        # The reader fails the future at its deadline; the grace only matters if the reader is stuck.
+        try:
+            done, _ = await asyncio.wait([future], timeout=None if timeout_s is None else timeout_s + RESULT_GRACE_S)
+        except asyncio.CancelledError:
+            future.cancel()  # forgets the request
+            raise
+        if not done:
+            future.cancel()
+            raise InferTimeout(f"no reply within {timeout_s:g} s (reply reader stuck?)", timeout_s=timeout_s)
+        return future.result().outputs
+
+    # ---------------------------------------------------------------------------------- replies
+
+    def _start_reader(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise ClientClosed("client closed")
+        if self._reader is None:
+            self._reader = loop.create_task(self._read_loop(), name=f"redis-infer-replies-{self.reply_stream[-8:]}")
+        return loop
+
+    async def _read_loop(self) -> None:
+        cursor = ReplyCursor(self._core)
+        log.debug("reply reader started on %s", self.reply_stream)
+        while not self._stop.is_set():
+            try:
+                response = await self._read(cursor)
+            except Exception as exc:  # survive anything: pending requests must still time out
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), cursor.failed(exc))
+            else:
+                cursor.consumed(response)
+            self._core.expire()
+        log.debug("reply reader stopped on %s", self.reply_stream)
+
+    async def _read(self, cursor: ReplyCursor) -> Any:
+        key = self._core.reply_key
+        block_ms = self._core.block_ms()
+        if not cursor.to_delete:
+            return await self._redis.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+        # Delete what the last read consumed in the same round trip as the next read.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xdel(key, *cursor.to_delete)
+            pipe.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+            _, response = await pipe.execute()
+        return response
+
+    # ---------------------------------------------------------------------------------- closing
+
+    async def aclose(self) -> None:
+        """Stop the reader, fail pending requests with ClientClosed and delete the reply stream.
+
+        Idempotent. Never raises for Redis errors (they are logged).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(RedisError):
+                await self._redis.xadd(self._core.reply_key, {WAKE_FIELD: b""})
+            _, not_done = await asyncio.wait([reader], timeout=STOP_TIMEOUT_S)
+            if not_done:  # hard deadline: cancel it
+                log.warning("reply reader on %s did not stop within %.1f s", self.reply_stream, STOP_TIMEOUT_S)
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        failed = self._core.close()
+        if failed:
+            log.info("client closed with %d requests pending", failed)
+        try:
+            await self._redis.delete(self._core.reply_key)
+        except RedisError as exc:
+            log.warning("could not delete reply stream %s: %s", self._core.reply_key, exc)
+        finally:
+            if self._owns_redis:
+                await self._redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        self._start_reader()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(model={self.model!r}, stream={self.stream!r}, reply_stream={self.reply_stream!r})"
+
+
+def _open(url: str) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S)
+    return Redis.from_pool(pool)

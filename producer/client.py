@@ -1,0 +1,321 @@
+"""The synchronous client: submit requests from any thread, a listener thread routes the replies.
+
+Example::
+
+    with Client("redis://localhost:6379/0", model="resnet50") as client:
+        outputs = client.infer({"x": np.zeros((1, 3, 224, 224), np.float32)}, timeout=5.0)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from redis import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from producer._common import (
+    DEFAULT_REPLY_PREFIX,
+    DEFAULT_STREAM,
+    DEFAULT_URL,
+    MAX_CONNECTIONS,
+    POOL_TIMEOUT_S,
+    READ_COUNT,
+    RESULT_GRACE_S,
+    STOP_TIMEOUT_S,
+    WAKE_FIELD,
+    ClientConfig,
+    ClientCore,
+    ClientStats,
+    ReplyCursor,
+    check_binary_responses,
+)
+from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
+from producer.errors import InferError, InferTimeout
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    """A blocking client for the inference worker, safe to share between threads.
+
+    Each instance owns a private reply stream (``reply_prefix`` + a random hex id) that a background
+    thread reads with ``XREAD BLOCK``. The worker caps that stream's length and refreshes its TTL on
+    every reply, so the stream of a client that died expires; :meth:`close` deletes it.
+
+    Futures are resolved on that thread, so their done-callbacks run there: keep them short, and
+    never wait on another reply from one.
+
+    Args:
+        url: Redis URL, used when ``redis`` is not given.
+        model: Name of the model every request of this client asks for.
+        stream: The request stream the workers read.
+        model_version: Model version to ask for; None lets the worker choose.
+        default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
+        reply_prefix: Prefix of the reply stream's key.
+        limits: Bounds applied when decoding replies and checked on requests before sending.
+        redis: A client to use instead of opening one from ``url`` (it must not decode responses).
+            It is not closed by :meth:`close`. The client opened from ``url`` has a blocking pool of
+            at most 64 connections: a call waits for a free one rather than failing.
+
+    Raises:
+        ValueError: If an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        model: str,
+        stream: str = DEFAULT_STREAM,
+        model_version: str | None = None,
+        default_timeout_s: float | None = 30.0,
+        reply_prefix: str = DEFAULT_REPLY_PREFIX,
+        limits: Limits = DEFAULT_LIMITS,
+        redis: Redis | None = None,
+    ) -> None:
+        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
+        self._core: ClientCore[Future[Reply]] = ClientCore(config)
+        self._owns_redis = redis is None
+        self._redis: Redis = _open(url) if redis is None else redis
+        check_binary_responses(self._redis.connection_pool.connection_kwargs)
+        self._stop = threading.Event()
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._listener = threading.Thread(
+            target=self._listen, name=f"redis-infer-replies-{self._core.reply_key[-8:]}", daemon=True
+        )
+        self._listener.start()
+
+    # ------------------------------------------------------------------------------------- info
+
+    @property
+    def model(self) -> str:
+        """The model requests ask for."""
+        return self._core.config.model
+
+    @property
+    def stream(self) -> str:
+        """The request stream."""
+        return self._core.config.stream
+
+    @property
+    def reply_stream(self) -> str:
+        """This client's private reply stream key."""
+        return self._core.reply_key
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of this client's counters."""
+        return self._core.stats
+
+    @property
+    def pending(self) -> int:
+        """How many requests are waiting for a reply."""
+        return self._core.pending_count
+
+    # --------------------------------------------------------------------------------- requests
+
+    def submit(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, ParamValue] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_id: str | None = None,
+    ) -> Future[Reply]:
+        """Send one request without waiting for its reply.
+
+        Args:
+            inputs: Input name to array (anything ``np.asarray`` accepts).
+            timeout: Seconds the request may take, from now; the worker gets it as ``timeout_ms``.
+                None means ``default_timeout_s``.
+            priority: Higher is served first by workers that honour priorities.
+            parameters: Model parameters (str, int, float or bool values).
+            outputs: Names of the outputs wanted; None means all.
+            request_id: The request's id; a fresh uuid4 hex by default.
+
+        Returns:
+            A future that resolves to the OK :class:`~producer.codec.Reply`, or fails with the
+            :class:`~producer.errors.ServerError` subclass for its status, with
+            :class:`~producer.errors.InferTimeout` at the deadline, or with
+            :class:`~producer.errors.ClientClosed` when the client is closed first.
+
+        Raises:
+            InvalidInput: If the request cannot be encoded; nothing is sent.
+            ClientClosed: If the client is closed.
+            redis.exceptions.RedisError: If the request could not be added to the stream.
+        """
+        prepared = self._core.prepare(
+            inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
+        )
+        future: Future[Reply] = Future()
+        self._core.register([prepared], [future])
+        try:
+            self._redis.xadd(self._core.config.stream, prepared.fields)  # type: ignore[arg-type]
+        except BaseException:
+            self._core.discard(prepared.request_id)
+            raise
+        return future
+
+    def submit_many(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, ParamValue] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_ids: Sequence[str] | None = None,
+    ) -> list[Future[Reply]]:
+        """Send many requests in one pipelined round trip.
+
+        Every request is validated before anything is sent. Arguments are as for :meth:`submit` and
+        apply to every request; ``request_ids``, if given, holds one id per request.
+
+        Returns:
+            One future per request, in order. A request whose XADD failed has its future failed
+            with the Redis error.
+
+        Raises:
+            InvalidInput: If any request cannot be encoded; nothing is sent.
+            ClientClosed: If the client is closed.
+            redis.exceptions.RedisError: If the pipeline could not be sent.
+        """
+        prepared = self._core.prepare_many(
+            inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_ids=request_ids
+        )
+        futures: list[Future[Reply]] = [Future() for _ in prepared]
+        self._core.register(prepared, futures)
+        pipe = self._redis.pipeline(transaction=False)
+        for request in prepared:
+            pipe.xadd(self._core.config.stream, request.fields)  # type: ignore[arg-type]
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except BaseException:
+            for request in prepared:
+                self._core.discard(request.request_id)
+            raise
+        finally:
+            pipe.reset()
+        self._core.sent(prepared, futures, results)
+        return futures
+
+    def infer(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, ParamValue] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Send one request and wait for its outputs. Arguments are as for :meth:`submit`.
+
+        Returns:
+            Output name to array (read-only views of the reply's bytes).
+
+        Raises:
+            InvalidInput: If the request cannot be encoded.
+            ServerError: The subclass for the reply's status, if it is not OK.
+            InferTimeout: If no reply arrived before the deadline.
+            ClientClosed: If the client was closed while waiting.
+        """
+        if threading.current_thread() is self._listener:
+            raise InferError("infer() called from a reply callback would wait on itself; use submit()")
+        future = self.submit(
+            inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
+        )
+        timeout_s = self._core.config.default_timeout_s if timeout is None else timeout
+        # The listener fails the future at its deadline; the grace only matters if the listener is stuck.
+        done, _ = concurrent.futures.wait([future], None if timeout_s is None else timeout_s + RESULT_GRACE_S)
+        if not done:
+            future.cancel()
+            raise InferTimeout(f"no reply within {timeout_s:g} s (reply listener stuck?)", timeout_s=timeout_s)
+        return future.result().outputs
+
+    # ---------------------------------------------------------------------------------- replies
+
+    def _listen(self) -> None:
+        cursor = ReplyCursor(self._core)
+        key = self._core.reply_key
+        log.debug("reply listener started on %s", key)
+        while not self._stop.is_set():
+            try:
+                response = self._read(cursor)
+            except Exception as exc:  # survive anything: pending requests must still time out
+                self._stop.wait(cursor.failed(exc))
+            else:
+                cursor.consumed(response)
+            self._core.expire()
+        log.debug("reply listener stopped on %s", key)
+
+    def _read(self, cursor: ReplyCursor) -> Any:
+        key = self._core.reply_key
+        block_ms = self._core.block_ms()
+        if not cursor.to_delete:
+            return self._redis.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+        # Delete what the last read consumed in the same round trip as the next read.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xdel(key, *cursor.to_delete)
+        pipe.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+        try:
+            _, response = pipe.execute()
+        finally:
+            pipe.reset()
+        return response
+
+    # ---------------------------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Stop the listener, fail pending requests with ClientClosed and delete the reply stream.
+
+        Idempotent. Never raises for Redis errors (they are logged).
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        with contextlib.suppress(RedisError):
+            self._redis.xadd(self._core.reply_key, {WAKE_FIELD: b""})
+        if self._listener is not threading.current_thread():
+            self._listener.join(STOP_TIMEOUT_S)
+            if self._listener.is_alive():
+                log.warning("reply listener on %s did not stop within %.1f s", self.reply_stream, STOP_TIMEOUT_S)
+        failed = self._core.close()
+        if failed:
+            log.info("client closed with %d requests pending", failed)
+        try:
+            self._redis.delete(self._core.reply_key)
+        except RedisError as exc:
+            log.warning("could not delete reply stream %s: %s", self._core.reply_key, exc)
+        finally:
+            if self._owns_redis:
+                self._redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(model={self.model!r}, stream={self.stream!r}, reply_stream={self.reply_stream!r})"
+
+
+def _open(url: str) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S)
+    return Redis.from_pool(pool)

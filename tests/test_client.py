@@ -1,0 +1,482 @@
+"""The sync client against a real redis-server and a fake worker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from producer import (
+    Busy,
+    Client,
+    ClientClosed,
+    Expired,
+    InferError,
+    InferTimeout,
+    InvalidInput,
+    InvalidRequest,
+    ModelNotFound,
+    ServerError,
+    Status,
+    error_for,
+)
+from producer.codec import CodecError, Reply, Request, Timing, decode_request, encode_reply, peek_envelope
+
+pytestmark = pytest.mark.integration
+
+STREAM = "test:requests"
+GROUP = "fake-workers"
+WAIT_S = 10.0  # bound on every wait for something that should happen at once
+
+Handler = Callable[[Request, bytes], list[dict[str, bytes]]]  # (request, its entry id) -> reply entries
+
+
+def timing_for(entry_id: bytes) -> Timing:
+    now = time.time_ns()
+    enqueued = int(entry_id.split(b"-")[0]) * 1_000_000
+    return Timing(enqueued, now, now, now, now + 1000, now + 2000)
+
+
+def doubler(request: Request, entry_id: bytes = b"0-0") -> list[dict[str, bytes]]:
+    """Answer y = x * 2."""
+    outputs = {"y": request.inputs["x"] * 2}
+    return [
+        encode_reply(request.id, Status.OK, outputs=outputs, model=request.model, worker="fake", batch_size=1,
+                     timing=timing_for(entry_id))
+    ]  # fmt: skip
+
+
+class FakeWorker:
+    """A stand-in for the real worker: a thread that answers every request with ``handler(request)``."""
+
+    def __init__(self, url: str, handler: Handler = doubler) -> None:
+        self.url = url
+        self.handler = handler
+        self.received: list[Request] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-worker", daemon=True)
+        self._redis = redis.Redis.from_url(url)
+
+    def __enter__(self) -> FakeWorker:
+        self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        self._redis.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self._redis.xreadgroup(GROUP, "fake-1", {STREAM: ">"}, count=256, block=50)
+            except redis.ConnectionError:
+                continue  # the connection-kill test kills ours too; redis-py reconnects
+            for _, entries in response or []:
+                for entry_id, fields in entries:
+                    self._answer(entry_id, fields)
+
+    def _answer(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            request = decode_request(fields)
+            self.received.append(request)
+            reply_to, replies = request.reply_to, self.handler(request, entry_id)
+        except CodecError as exc:
+            request_id, reply_to = peek_envelope(fields)
+            replies = [encode_reply(request_id or "", exc.status, error=str(exc))]
+        pipe = self._redis.pipeline(transaction=False)
+        for reply in replies:
+            pipe.xadd(reply_to or "nowhere", reply)  # type: ignore[arg-type]
+        pipe.xack(STREAM, GROUP, entry_id)
+        pipe.execute()
+
+
+@pytest.fixture
+def worker(redis_url: str) -> Iterator[FakeWorker]:
+    with FakeWorker(redis_url) as fake:
+        yield fake
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Client]:
+    with Client(redis_url, model="double", stream=STREAM, default_timeout_s=WAIT_S) as c:
+        yield c
+
+
+def send_reply(redis_client: redis.Redis, client: Client, request_id: str, status: Status = Status.OK) -> None:
+    """Play the worker by hand: put a reply on the client's reply stream."""
+    redis_client.xadd(client.reply_stream, encode_reply(request_id, status, outputs={"y": np.ones(1)}))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ round trips
+
+
+def test_infer_round_trip(worker: FakeWorker, client: Client) -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    outputs = client.infer({"x": x})
+    assert outputs["y"].dtype == np.float32
+    np.testing.assert_array_equal(outputs["y"], x * 2)
+    request = worker.received[0]
+    assert request.model == "double"
+    assert request.reply_to == client.reply_stream
+    assert request.timeout_ms == WAIT_S * 1000
+
+
+def test_submit_sends_options_and_returns_full_reply(worker: FakeWorker, client: Client) -> None:
+    future = client.submit(
+        {"x": np.ones((2, 2), np.int64)},
+        timeout=2.5,
+        priority=3,
+        parameters={"temperature": 0.5, "greedy": True},
+        outputs=["y"],
+        request_id="req-1",
+    )
+    reply = future.result(WAIT_S)
+    assert isinstance(reply, Reply)
+    assert (reply.id, reply.status, reply.model, reply.worker, reply.batch_size) == (
+        "req-1",
+        Status.OK,
+        "double",
+        "fake",
+        1,
+    )
+    assert 0 < reply.timing.enqueued_ns <= reply.timing.published_ns
+    request = worker.received[0]
+    assert (request.id, request.timeout_ms, request.priority, request.outputs) == ("req-1", 2500, 3, ("y",))
+    assert request.parameters == {"temperature": 0.5, "greedy": True}
+    assert client.pending == 0
+    assert client.stats.submitted == client.stats.replies == 1
+
+
+def test_no_default_deadline_sends_no_timeout(worker: FakeWorker, redis_url: str) -> None:
+    with Client(redis_url, model="double", stream=STREAM, default_timeout_s=None) as c:
+        future = c.submit({"x": np.ones(3, np.uint8)})
+        np.testing.assert_array_equal(future.result(WAIT_S).outputs["y"], np.full(3, 2, np.uint8))
+    assert worker.received[0].timeout_ms is None
+
+
+def test_resp3_connection(worker: FakeWorker, redis_url: str) -> None:
+    resp3 = redis.Redis.from_url(redis_url, protocol=3)
+    with Client(model="double", stream=STREAM, redis=resp3) as c:
+        for _ in range(3):  # the second read is pipelined with the XDEL of the first
+            np.testing.assert_array_equal(c.infer({"x": np.arange(3)})["y"], [0, 2, 4])
+    resp3.close()
+
+
+def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Client) -> None:
+    def one(i: int) -> None:
+        x = np.full((2, 3), i, dtype=np.int32)
+        outputs = client.infer({"x": x})
+        np.testing.assert_array_equal(outputs["y"], x * 2)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(200)))
+    stats = client.stats
+    assert (stats.submitted, stats.replies, stats.timeouts, client.pending) == (200, 200, 0, 0)
+
+
+class SpyRedis(redis.Redis):
+    """Counts XADDs sent one by one and XADDs sent per pipeline."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_xadds = 0
+        self.pipelined_xadds: list[int] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if args[0] == "XADD":
+            self.direct_xadds += 1
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def spied_execute(raise_on_error: bool = True) -> list[Any]:
+            xadds = sum(1 for args, _ in pipe.command_stack if args[0] == "XADD")
+            if xadds:
+                self.pipelined_xadds.append(xadds)
+            return execute(raise_on_error)
+
+        pipe.execute = spied_execute  # type: ignore[method-assign]
+        return pipe
+
+
+def test_submit_many_sends_one_pipeline(worker: FakeWorker, redis_url: str) -> None:
+    spy = SpyRedis.from_url(redis_url)
+    with Client(model="double", stream=STREAM, redis=spy) as c:
+        xs = [np.full(4, i, np.float64) for i in range(50)]
+        futures = c.submit_many([{"x": x} for x in xs], request_ids=[f"r{i}" for i in range(50)])
+        replies = [f.result(WAIT_S) for f in futures]
+        assert spy.pipelined_xadds == [50]
+        assert spy.direct_xadds == 0
+    assert [r.id for r in replies] == [f"r{i}" for i in range(50)]
+    for x, reply in zip(xs, replies, strict=True):
+        np.testing.assert_array_equal(reply.outputs["y"], x * 2)
+    spy.close()
+
+
+def test_failed_xadd_fails_only_that_request(client: Client, redis_client: redis.Redis) -> None:
+    redis_client.set(STREAM, "not a stream")
+    with pytest.raises(redis.ResponseError):
+        client.submit({"x": np.ones(1)})
+    futures = client.submit_many([{"x": np.ones(1)}, {"x": np.ones(2)}])
+    for future in futures:
+        assert isinstance(future.exception(WAIT_S), redis.ResponseError)
+    assert client.pending == 0
+
+
+def test_bytes_tensors_round_trip(redis_url: str, client: Client) -> None:
+    def echo(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
+        return [encode_reply(request.id, Status.OK, outputs=request.inputs)]
+
+    with FakeWorker(redis_url, echo):
+        outputs = client.infer({"text": np.array(["héllo", "", "world"]), "raw": np.array([b"\x00\xff"], dtype=object)})
+    assert outputs["text"].tolist() == ["héllo".encode(), b"", b"world"]
+    assert outputs["raw"].tolist() == [b"\x00\xff"]
+
+
+# -------------------------------------------------------------------------------------------- failures
+
+
+def test_client_side_timeout(client: Client, redis_client: redis.Redis) -> None:
+    started = time.monotonic()
+    with pytest.raises(InferTimeout) as caught:
+        client.infer({"x": np.ones(1)}, timeout=0.2, request_id="slow")
+    elapsed = time.monotonic() - started
+    assert 0.2 <= elapsed < 0.2 + 2.0
+    assert isinstance(caught.value, TimeoutError)
+    assert (caught.value.request_id, caught.value.timeout_s) == ("slow", 0.2)
+    assert client.pending == 0
+    assert client.stats.timeouts == 1
+    # The reply comes after all: dropped and counted as late. A second request is the barrier: the
+    # listener reads the stream in order, so once it is answered the late reply has been handled.
+    send_reply(redis_client, client, "slow")
+    barrier = client.submit({"x": np.ones(1)}, request_id="barrier")
+    send_reply(redis_client, client, "barrier")
+    assert barrier.result(WAIT_S).id == "barrier"
+    assert client.stats.late_replies == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        (Status.INVALID_ARGUMENT, InvalidRequest),
+        (Status.MALFORMED, InvalidRequest),
+        (Status.TOO_LARGE, InvalidRequest),
+        (Status.UNSUPPORTED_VERSION, InvalidRequest),
+        (Status.MODEL_NOT_FOUND, ModelNotFound),
+        (Status.EXPIRED, Expired),
+        (Status.BUSY, Busy),
+        (Status.INTERNAL, ServerError),
+        (Status.UNAVAILABLE, ServerError),
+    ],
+)
+def test_error_status_raises_its_exception(
+    redis_url: str, client: Client, status: Status, error_class: type[ServerError]
+) -> None:
+    def failing(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
+        return [encode_reply(request.id, status, error="boom")]
+
+    with FakeWorker(redis_url, failing), pytest.raises(ServerError) as caught:
+        client.infer({"x": np.ones(1)}, request_id="bad-1")
+    error = caught.value
+    assert type(error) is error_class
+    assert isinstance(error, InferError)
+    assert (error.status, error.request_id) == (status, "bad-1")
+    assert error.reply is not None and error.reply.error == "boom"
+    assert "boom" in str(error) and status.value in str(error)
+
+
+def test_error_for_refuses_ok() -> None:
+    with pytest.raises(ValueError, match="OK"):
+        error_for(Reply("r", Status.OK))
+
+
+def test_duplicate_reply_resolves_once_and_is_counted(redis_url: str, client: Client) -> None:
+    def twice_for_dup(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
+        replies = doubler(request, entry_id)
+        return replies * 2 if request.id == "dup" else replies
+
+    with FakeWorker(redis_url, twice_for_dup):
+        np.testing.assert_array_equal(client.infer({"x": np.ones(2)}, request_id="dup")["y"], [2, 2])
+        client.infer({"x": np.ones(2)}, request_id="barrier")  # both copies of "dup" come before it
+    stats = client.stats
+    assert (stats.replies, stats.duplicate_replies, stats.late_replies) == (2, 1, 0)
+
+
+def test_reply_for_unknown_request_is_dropped(client: Client, redis_client: redis.Redis) -> None:
+    send_reply(redis_client, client, "never-sent")
+    barrier = client.submit({"x": np.ones(1)}, request_id="barrier")
+    send_reply(redis_client, client, "barrier")
+    barrier.result(WAIT_S)
+    assert client.stats.unknown_replies == 1
+
+
+def test_listener_survives_garbage_replies(worker: FakeWorker, client: Client, redis_client: redis.Redis) -> None:
+    garbage: list[dict[str, Any]] = [
+        {"v": "1", "id": "g1", "body": b"\xc1"},  # not msgpack
+        {"v": "7", "id": "g2", "body": b"\x80"},  # unknown version
+        {"foo": "bar"},  # no fields at all
+        {"v": "1", "id": "g3", "body": b"\x81\xa6status\xa4NOPE"},  # unknown status
+    ]
+    garbage_ids = [redis_client.xadd(client.reply_stream, fields) for fields in garbage]
+    np.testing.assert_array_equal(client.infer({"x": np.arange(3)})["y"], [0, 2, 4])
+    assert client.stats.undecodable_replies == len(garbage)
+    # Consumed entries are deleted with the next read, so after another round trip they are gone.
+    client.infer({"x": np.arange(3)})
+    assert redis_client.xrange(client.reply_stream, garbage_ids[0], garbage_ids[-1]) == []
+    assert redis_client.xlen(client.reply_stream) <= 1
+
+
+def test_listener_survives_lost_connection(worker: FakeWorker, client: Client, redis_client: redis.Redis) -> None:
+    client.infer({"x": np.ones(1)})
+    killed = redis_client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    np.testing.assert_array_equal(client.infer({"x": np.ones(1)})["y"], [2])
+
+
+class FlakyRedis(redis.Redis):
+    """Fails its first ``failures`` XREADs as if the connection dropped."""
+
+    failures = 2
+
+    def xread(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("connection reset by test")
+        return super().xread(*args, **kwargs)
+
+
+def test_listener_backs_off_and_recovers_from_read_errors(worker: FakeWorker, redis_url: str) -> None:
+    flaky = FlakyRedis.from_url(redis_url)
+    with Client(model="double", stream=STREAM, redis=flaky) as c:
+        np.testing.assert_array_equal(c.infer({"x": np.ones(1)}, timeout=WAIT_S)["y"], [2])
+        assert c.stats.read_errors == 2
+    flaky.close()
+
+
+def test_infer_from_a_reply_callback_is_refused(client: Client, redis_client: redis.Redis) -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def callback(_: Any) -> None:
+        try:
+            client.infer({"x": np.ones(1)})
+        except InferError as exc:
+            errors.append(exc)
+        done.set()
+
+    client.submit({"x": np.ones(1)}, request_id="first").add_done_callback(callback)
+    send_reply(redis_client, client, "first")  # only now: the callback runs on the listener thread
+    assert done.wait(WAIT_S)
+    assert "reply callback" in str(errors[0])
+
+
+def test_cancel_forgets_request(client: Client) -> None:
+    future = client.submit({"x": np.ones(1)})
+    assert client.pending == 1
+    assert future.cancel()
+    assert client.pending == 0
+
+
+# ---------------------------------------------------------------------------------------- invalid input
+
+
+@pytest.mark.parametrize(
+    ("inputs", "options"),
+    [
+        pytest.param({"x": np.zeros(2, np.complex64)}, {}, id="complex-dtype"),
+        pytest.param({}, {}, id="no-inputs"),
+        pytest.param([np.zeros(2)], {}, id="not-a-mapping"),
+        pytest.param({"x": [[1], [1, 2]]}, {}, id="ragged"),
+        pytest.param({"x": np.array([1, 2], dtype=object)}, {}, id="object-ints"),
+        pytest.param({"x": np.zeros(1)}, {"timeout": 0}, id="zero-timeout"),
+        pytest.param({"x": np.zeros(1)}, {"timeout": float("nan")}, id="nan-timeout"),
+        pytest.param({"x": np.zeros(1)}, {"priority": 2**40}, id="huge-priority"),
+        pytest.param({"x": np.zeros(1)}, {"parameters": {"p": object()}}, id="bad-parameter"),
+        pytest.param({"x": np.zeros(1)}, {"parameters": {"p": [1, 2]}}, id="list-parameter"),
+        pytest.param({"x": np.zeros(1)}, {"parameters": {"p": float("inf")}}, id="infinite-parameter"),
+        pytest.param({"x": np.zeros(1)}, {"outputs": "y"}, id="outputs-as-string"),
+        pytest.param({1: np.zeros(1)}, {}, id="non-string-name"),
+        pytest.param({"x": np.zeros(1)}, {"request_id": "r" * 129}, id="long-request-id"),
+        pytest.param({"x": np.zeros(1)}, {"request_id": ""}, id="empty-request-id"),
+    ],
+)
+def test_invalid_input_raises_before_sending(
+    client: Client, redis_client: redis.Redis, inputs: Any, options: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        client.submit(inputs, **options)
+    assert isinstance(caught.value, ValueError)
+    many_options = dict(options)
+    if "request_id" in many_options:
+        many_options["request_ids"] = ["good", many_options.pop("request_id")]
+    with pytest.raises(InvalidInput):
+        client.submit_many([{"x": np.ones(1)}, inputs], **many_options)  # the valid one is not sent either
+    assert redis_client.exists(STREAM) == 0
+    assert client.pending == 0
+    assert client.stats.submitted == 0
+
+
+def test_request_too_large_for_limits(redis_url: str, redis_client: redis.Redis) -> None:
+    from producer.codec import Limits
+
+    with Client(redis_url, model="m", stream=STREAM, limits=Limits(max_body_bytes=1024)) as c:
+        with pytest.raises(InvalidInput, match="exceeds"):
+            c.submit({"x": np.zeros(1024, np.float32)})
+        with pytest.raises(InvalidInput, match="request_ids"):
+            c.submit_many([{"x": np.zeros(1)}], request_ids=["a", "b"])
+        with pytest.raises(InvalidInput, match="already pending"):
+            c.submit_many([{"x": np.zeros(1)}] * 2, request_ids=["a", "a"])
+    assert redis_client.exists(STREAM) == 0
+
+
+def test_constructor_validates(redis_url: str) -> None:
+    with pytest.raises(ValueError, match="default_timeout_s"):
+        Client(redis_url, model="m", default_timeout_s=0)
+    with pytest.raises(ValueError, match="model"):
+        Client(redis_url, model="")
+    decoding = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses"):
+        Client(model="m", redis=decoding)
+    decoding.close()
+
+
+# ---------------------------------------------------------------------------------------------- closing
+
+
+def test_close_fails_pending_and_deletes_reply_stream(redis_url: str, redis_client: redis.Redis) -> None:
+    def ignore_some(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
+        return [] if request.id == "ignored" else doubler(request, entry_id)
+
+    with FakeWorker(redis_url, ignore_some):
+        client = Client(redis_url, model="double", stream=STREAM)
+        client.infer({"x": np.ones(1)})
+        assert redis_client.exists(client.reply_stream) == 1
+        future = client.submit({"x": np.ones(1)}, request_id="ignored")
+        client.close()
+    assert isinstance(future.exception(WAIT_S), ClientClosed)
+    assert redis_client.exists(client.reply_stream) == 0
+    assert not any(t.name.startswith("redis-infer-replies") and t.is_alive() for t in threading.enumerate())
+    client.close()  # idempotent
+    with pytest.raises(ClientClosed):
+        client.submit({"x": np.ones(1)})
+
+
+def test_close_leaves_a_given_redis_open(redis_url: str) -> None:
+    own = redis.Redis.from_url(redis_url)
+    with Client(model="m", stream=STREAM, redis=own) as c:
+        assert "reply_stream" in repr(c)
+    assert own.ping()
+    own.close()
