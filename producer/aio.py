@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from producer._common import (
     DEFAULT_REPLY_PREFIX,
@@ -35,6 +37,7 @@ from producer._common import (
     ReplyCursor,
     check_binary_responses,
 )
+from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
 from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
 from producer.errors import ClientClosed, InferTimeout
 
@@ -59,6 +62,9 @@ class AsyncClient:
         redis: A ``redis.asyncio.Redis`` to use instead of opening one from ``url`` (it must not decode
             responses). It is not closed by :meth:`aclose`. The client opened from ``url`` has a
             blocking pool of at most 64 connections: a call waits for a free one rather than failing.
+        on_busy: What to do when workers published a backlog limit and the request stream is full:
+            ``"raise"`` fails the submit with :class:`~producer.errors.Busy`; ``"wait"`` retries with
+            backoff until the request's deadline, then raises ``Busy``.
 
     Raises:
         ValueError: If an argument is invalid.
@@ -75,8 +81,10 @@ class AsyncClient:
         reply_prefix: str = DEFAULT_REPLY_PREFIX,
         limits: Limits = DEFAULT_LIMITS,
         redis: Redis | None = None,
+        on_busy: OnBusy = "raise",
     ) -> None:
         config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
+        self._backpressure = Backpressure(stream, on_busy)
         self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
         self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
@@ -135,12 +143,23 @@ class AsyncClient:
         future = self._start_reader().create_future()
         self._core.register([prepared], [future])
         try:
-            await self._redis.xadd(self._core.config.stream, prepared.fields)  # type: ignore[arg-type]
+            await self._refresh_limits()
+            for attempt in itertools.count():
+                try:
+                    await self._add(self._redis, prepared.fields)
+                    return future
+                except ResponseError as exc:
+                    delay = self._backpressure.retry_delay(attempt, prepared.deadline)
+                    if not self._backpressure.is_busy(exc):
+                        raise
+                    if delay is None:
+                        raise self._backpressure.busy(prepared.request_id, exc) from None
+                    await asyncio.sleep(delay)
         except BaseException:
             self._core.discard(prepared.request_id)
             future.cancel()
             raise
-        return future
+        raise AssertionError("unreachable")
 
     async def submit_many(
         self,
@@ -159,18 +178,38 @@ class AsyncClient:
         loop = self._start_reader()
         futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in prepared]
         self._core.register(prepared, futures)
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for request in prepared:
-                    pipe.xadd(self._core.config.stream, request.fields)  # type: ignore[arg-type]
-                results = await pipe.execute(raise_on_error=False)
-        except BaseException:
-            for request, future in zip(prepared, futures, strict=True):
-                self._core.discard(request.request_id)
-                future.cancel()
-            raise
-        self._core.sent(prepared, futures, results)
-        return futures
+        todo = list(range(len(prepared)))
+        for attempt in itertools.count():
+            try:
+                await self._refresh_limits()
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for i in todo:
+                        await self._add(pipe, prepared[i].fields)
+                    results = await pipe.execute(raise_on_error=False)
+            except BaseException:
+                for i in todo:
+                    self._core.discard(prepared[i].request_id)
+                    futures[i].cancel()
+                raise
+            todo, delay = self._backpressure.settle(prepared, todo, results, attempt, self._core, futures)
+            if not todo or delay is None:
+                return futures
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _refresh_limits(self) -> None:
+        if self._backpressure.stale:
+            self._backpressure.update(await self._redis.hget(self._backpressure.limits_key, "max_backlog"))
+
+    async def _add(self, target: Any, fields: dict[str, bytes]) -> None:
+        """Run (client) or queue (pipeline) one XADD, through the backlog check if a limit is published."""
+        stream = self._core.config.stream
+        if self._backpressure.max_backlog:
+            result = target.eval(ADD_SCRIPT, 1, stream, *self._backpressure.script_args(fields))
+        else:
+            result = target.xadd(stream, fields)
+        if inspect.isawaitable(result) and target is self._redis:
+            await result
 
     async def infer(
         self,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from redis import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from producer._common import (
     DEFAULT_REPLY_PREFIX,
@@ -37,6 +39,7 @@ from producer._common import (
     ReplyCursor,
     check_binary_responses,
 )
+from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
 from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
 from producer.errors import InferError, InferTimeout
 
@@ -64,6 +67,9 @@ class Client:
         redis: A client to use instead of opening one from ``url`` (it must not decode responses).
             It is not closed by :meth:`close`. The client opened from ``url`` has a blocking pool of
             at most 64 connections: a call waits for a free one rather than failing.
+        on_busy: What to do when workers published a backlog limit and the request stream is full:
+            ``"raise"`` fails the submit with :class:`~producer.errors.Busy`; ``"wait"`` retries with
+            backoff until the request's deadline, then raises ``Busy``.
 
     Raises:
         ValueError: If an argument is invalid.
@@ -80,12 +86,15 @@ class Client:
         reply_prefix: str = DEFAULT_REPLY_PREFIX,
         limits: Limits = DEFAULT_LIMITS,
         redis: Redis | None = None,
+        on_busy: OnBusy = "raise",
     ) -> None:
         config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
+        self._backpressure = Backpressure(stream, on_busy)
         self._core: ClientCore[Future[Reply]] = ClientCore(config)
         self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
         check_binary_responses(self._redis.connection_pool.connection_kwargs)
+        self._add_script = self._redis.register_script(ADD_SCRIPT)
         self._stop = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -161,11 +170,22 @@ class Client:
         future: Future[Reply] = Future()
         self._core.register([prepared], [future])
         try:
-            self._redis.xadd(self._core.config.stream, prepared.fields)  # type: ignore[arg-type]
+            self._refresh_limits()
+            for attempt in itertools.count():
+                try:
+                    self._add(self._redis, prepared.fields)
+                    return future
+                except ResponseError as exc:
+                    delay = self._backpressure.retry_delay(attempt, prepared.deadline)
+                    if not self._backpressure.is_busy(exc):
+                        raise
+                    if delay is None:
+                        raise self._backpressure.busy(prepared.request_id, exc) from None
+                    time.sleep(delay)
         except BaseException:
             self._core.discard(prepared.request_id)
             raise
-        return future
+        raise AssertionError("unreachable")
 
     def submit_many(
         self,
@@ -196,19 +216,25 @@ class Client:
         )
         futures: list[Future[Reply]] = [Future() for _ in prepared]
         self._core.register(prepared, futures)
-        pipe = self._redis.pipeline(transaction=False)
-        for request in prepared:
-            pipe.xadd(self._core.config.stream, request.fields)  # type: ignore[arg-type]
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except BaseException:
-            for request in prepared:
-                self._core.discard(request.request_id)
-            raise
-        finally:
-            pipe.reset()
-        self._core.sent(prepared, futures, results)
-        return futures
+        todo = list(range(len(prepared)))
+        for attempt in itertools.count():
+            pipe = self._redis.pipeline(transaction=False)
+            try:
+                self._refresh_limits()
+                for i in todo:
+                    self._add(pipe, prepared[i].fields)
+                results = pipe.execute(raise_on_error=False)
+            except BaseException:
+                for i in todo:
+                    self._core.discard(prepared[i].request_id)
+                raise
+            finally:
+                pipe.reset()
+            todo, delay = self._backpressure.settle(prepared, todo, results, attempt, self._core, futures)
+            if not todo or delay is None:
+                return futures
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def infer(
         self,
@@ -243,6 +269,19 @@ class Client:
             future.cancel()
             raise InferTimeout(f"no reply within {timeout_s:g} s (reply listener stuck?)", timeout_s=timeout_s)
         return future.result().outputs
+
+    def _refresh_limits(self) -> None:
+        if self._backpressure.stale:
+            self._backpressure.update(self._redis.hget(self._backpressure.limits_key, "max_backlog"))
+
+    def _add(self, target: Any, fields: dict[str, bytes]) -> None:
+        """Queue or run one XADD on ``target`` (the client or a pipeline), through the backlog check if a
+        limit is published."""
+        stream = self._core.config.stream
+        if self._backpressure.max_backlog:
+            self._add_script(keys=[stream], args=self._backpressure.script_args(fields), client=target)
+        else:
+            target.xadd(stream, fields)
 
     # ---------------------------------------------------------------------------------- replies
 

@@ -1,0 +1,94 @@
+"""Backpressure against a real redis-server: BUSY at the published backlog, waiting, and with a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from producer import AsyncClient, Busy, Client
+from producer.codec import Status
+from tests.helpers import WorkerThread, make_affine_model, rand
+
+pytestmark = pytest.mark.integration
+
+STREAM = "infer:requests"
+
+
+def limit(client: redis.Redis, max_backlog: int) -> None:
+    client.hset(f"{STREAM}:limits", "max_backlog", max_backlog)
+
+
+def test_submit_raises_busy_at_the_limit_and_adds_nothing(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 3)
+    with Client(redis_url, model="m") as client:
+        for _ in range(3):
+            client.submit({"x": rand(1, 2)})
+        with pytest.raises(Busy) as info:
+            client.submit({"x": rand(1, 2)})
+        assert info.value.status is Status.BUSY
+        assert "limit is 3" in str(info.value)
+        assert client.pending == 3
+    assert redis_client.xlen(STREAM) == 3
+
+
+def test_submit_many_fails_only_what_does_not_fit(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 4)
+    with Client(redis_url, model="m") as client:
+        futures = client.submit_many([{"x": rand(1, 2)} for _ in range(6)], timeout=30)
+        failed = [f for f in futures if f.done() and isinstance(f.exception(), Busy)]
+        assert len(failed) == 2 and futures.index(failed[0]) == 4
+    assert redis_client.xlen(STREAM) == 4
+
+
+def test_wait_mode_waits_for_room_then_gives_up_at_the_deadline(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 2)
+    with Client(redis_url, model="m", on_busy="wait") as client:
+        client.submit_many([{"x": rand(1, 2)} for _ in range(2)], timeout=30)
+        t0 = time.monotonic()
+        with pytest.raises(Busy):
+            client.submit({"x": rand(1, 2)}, timeout=0.3)
+        assert 0.2 < time.monotonic() - t0 < 2
+
+        def drain() -> None:  # a worker consumes and trims one entry a little later
+            time.sleep(0.2)
+            oldest = redis_client.xrange(STREAM, count=1)[0][0]
+            redis_client.xdel(STREAM, oldest)
+
+        threading.Thread(target=drain).start()
+        client.submit({"x": rand(1, 2)}, timeout=5)
+        assert time.monotonic() - t0 > 0.2
+    assert redis_client.xlen(STREAM) == 2
+
+
+def test_async_client_busy(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 2)
+
+    async def scenario() -> None:
+        async with AsyncClient(redis_url, model="m") as client:
+            await client.submit({"x": rand(1, 2)})
+            futures = await client.submit_many([{"x": rand(1, 2)} for _ in range(3)], timeout=30)
+            assert [f.done() and isinstance(f.exception(), Busy) for f in futures] == [False, True, True]
+            with pytest.raises(Busy):
+                await client.submit({"x": rand(1, 2)})
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert redis_client.xlen(STREAM) == 2
+
+
+def test_bounded_backlog_end_to_end(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
+    model = make_affine_model(tmp_path / "affine.onnx")
+    recovery = {"interval_s": 0.05, "min_idle_ms": 5000}
+    with WorkerThread(redis_url, model, streams={"block_ms": 100, "max_backlog": 40}, recovery=recovery):
+        time.sleep(0.2)  # the limit is published at start
+        xs = [rand(1, 8, seed=i) for i in range(400)]
+        with Client(redis_url, model="affine", on_busy="wait") as client:
+            futures = client.submit_many([{"x": x} for x in xs], timeout=60)  # 400 > 40: it must wait
+            replies = [f.result(60) for f in futures]
+    for x, reply in zip(xs, replies, strict=True):
+        np.testing.assert_allclose(reply.outputs["y"], 2 * x + 1, rtol=1e-6)
