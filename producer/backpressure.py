@@ -103,10 +103,14 @@ class Backpressure:
         return sorted(retry), delay
 
     def retry_delay(self, attempt: int, deadline: float | None) -> float | None:
-        """Seconds to wait before retrying a busy request, or None to give up (raise mode, or past deadline)."""
+        """Seconds to wait before retrying a busy request, or None to give up (raise mode, or deadline reached).
+
+        The last wait ends at the deadline, so a waiting request gets one more try right then.
+        """
         if self.on_busy == "raise":
             return None
         delay = random.uniform(0, min(WAIT_MAX_S, WAIT_FIRST_S * 2**attempt))
-        if deadline is not None and time.monotonic() + delay >= deadline:
-            return None
-        return delay
+        if deadline is None:
+            return delay
+        remaining = deadline - time.monotonic()
+        return None if remaining <= 0 else min(delay, remaining)

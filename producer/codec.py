@@ -129,10 +129,10 @@ class Timing:
 
     enqueued_ns: int = 0  # from the stream entry id (Redis server clock, ms resolution)
     read_ns: int = 0  # the worker received it from XREADGROUP
-    batched_ns: int = 0  # its batch was formed
+    batched_ns: int = 0  # its batch was formed and given an execution slot
     compute_start_ns: int = 0
     compute_end_ns: int = 0
-    published_ns: int = 0  # the reply was handed to Redis
+    published_ns: int = 0  # the reply was built, just before it is written to Redis
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in TIMING_FIELDS}

@@ -53,7 +53,7 @@ def test_wait_mode_waits_for_room_then_gives_up_at_the_deadline(redis_url: str, 
         t0 = time.monotonic()
         with pytest.raises(Busy):
             client.submit({"x": rand(1, 2)}, timeout=0.3)
-        assert 0.2 < time.monotonic() - t0 < 2
+        assert 0.3 <= time.monotonic() - t0 < 2  # it waited until the deadline
 
         def drain() -> None:  # a worker consumes and trims one entry a little later
             time.sleep(0.2)

@@ -38,6 +38,7 @@ class RedisSettings(BaseModel):
     tls_key_file: Path | None = Field(default=None, description="Client private key, for mutual TLS.")
     socket_timeout_s: float = Field(default=10.0, gt=0, description="Socket timeout for Redis commands.")
     health_check_interval_s: int = Field(default=15, ge=0, description="Ping idle connections this often.")
+    hiredis_packer: bool = Field(default=True, description="Pack commands with hiredis (C) instead of Python.")
 
 
 class BatchSettings(BaseModel):
@@ -48,7 +49,12 @@ class BatchSettings(BaseModel):
     preferred_sizes: list[int] = Field(
         default_factory=list, description="Batch sizes dispatched at once when reached (e.g. [4,8])."
     )
-    max_queued: int = Field(default=1024, ge=1, description="Requests held in the worker before reading pauses.")
+    max_queued: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests held in the worker before reading pauses. Default: 2 x max_size x slots, so a "
+        "busy worker does not hoard what idle ones could serve.",
+    )
 
     @field_validator("preferred_sizes")
     @classmethod
@@ -73,6 +79,9 @@ class ModelSettings(BaseModel):
 class OnnxSettings(BaseModel):
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads (0: its default).")
     sessions: int = Field(default=1, ge=1, le=64, description="Concurrent ONNX Runtime runs (execution slots).")
+    allow_spinning: bool = Field(
+        default=False, description="Let ONNX Runtime threads spin between runs (faster only on idle cores)."
+    )
 
 
 class TensorRTSettings(BaseModel):
@@ -125,7 +134,7 @@ class RecoverySettings(BaseModel):
     """Taking over entries that dead consumers left pending (see worker/recovery.py)."""
 
     enabled: bool = Field(default=True, description="Run the claimer, the trimmer and consumer clean-up.")
-    interval_s: float = Field(default=5.0, gt=0, description="Seconds between recovery rounds.")
+    interval_s: float = Field(default=1.0, gt=0, description="Seconds between recovery (and trimming) rounds.")
     min_idle_ms: int = Field(
         default=30_000, ge=1, description="Claim entries pending this long whose consumer is gone."
     )

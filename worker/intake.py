@@ -17,6 +17,8 @@ import numpy as np
 from producer.codec import CodecError, Limits, Request, Status, Timing, datatype_of, decode_request, peek_envelope
 from worker.engines.base import ModelInfo
 
+Signature = tuple[tuple[int, ...], ...]  # per-sample shape of each model input, in model order
+
 
 @dataclass(slots=True)
 class WorkItem:
@@ -25,7 +27,7 @@ class WorkItem:
     entry_id: str
     request: Request
     rows: int
-    signature: tuple[tuple[str, str, tuple[int, ...]], ...]
+    signature: Signature
     timing: Timing
     deadline_ns: int | None  # wall clock; None: no deadline
 
@@ -100,7 +102,7 @@ class Intake:
             return None
         return enqueued_ns + min(timeouts) * 1_000_000
 
-    def _check(self, request: Request) -> tuple[int, tuple[tuple[str, str, tuple[int, ...]], ...]]:
+    def _check(self, request: Request) -> tuple[int, Signature]:
         """Validate against the model; return (rows, batching signature)."""
         info = self.info
         if request.model != info.name:
@@ -120,7 +122,7 @@ class Intake:
                 f"inputs must be {expected}; missing {missing}, unexpected {unexpected}", Status.INVALID_ARGUMENT
             )
         rows = {_check_input(spec.name, spec.datatype, spec.shape, request.inputs[spec.name]) for spec in info.inputs}
-        if len(rows) != 1:
+        if len(rows) > 1:
             raise CodecError(f"inputs disagree on the batch dimension: {sorted(rows)}", Status.INVALID_ARGUMENT)
         (count,) = rows
         if not 1 <= count <= info.max_batch_size:
@@ -134,8 +136,8 @@ class Intake:
                 raise CodecError(
                     f"unknown outputs {unknown}; the model has {sorted(self._output_names)}", Status.INVALID_ARGUMENT
                 )
-        signature = tuple((name, str(arr.dtype), tuple(arr.shape[1:])) for name, arr in sorted(request.inputs.items()))
-        return count, signature
+        # Names and datatypes are fixed by the model once validated: the per-sample shapes decide.
+        return count, tuple(request.inputs[spec.name].shape[1:] for spec in info.inputs)
 
 
 def _check_input(name: str, datatype: str, shape: tuple[int, ...], arr: np.ndarray[Any, Any]) -> int:

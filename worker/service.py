@@ -101,6 +101,7 @@ class Worker:
             count=rec.count,
             trim=rec.trim,
         )
+        self.max_queued = settings.batch.max_queued or 2 * self.batcher.max_size * len(engine.slots)
         self.stats = Stats()
         self.metrics = Metrics()
         self.redis_down_since: float | None = None
@@ -247,7 +248,7 @@ class Worker:
         own_cursor: str | None = "0"
         backoff = Backoff()
         while not self.stopping:
-            room = cfg.batch.max_queued - len(self.batcher)
+            room = self.max_queued - len(self.batcher)
             if room <= 0:
                 self._space.clear()
                 await self._space.wait()
@@ -329,7 +330,7 @@ class Worker:
         await run_forever(
             self.recovery,
             interval_s=self.settings.recovery.interval_s,
-            room=lambda: self.settings.batch.max_queued - len(self.batcher),
+            room=lambda: self.max_queued - len(self.batcher),
             handle=self._recovered,
             stopping=lambda: self.stopping,
             sleep=self._sleep_unless_stopping,

@@ -21,6 +21,7 @@ def load_engine(settings: Settings) -> Engine:
             max_batch_size=settings.batch.max_size,
             sessions=settings.onnx.sessions,
             intra_op_threads=settings.onnx.intra_op_threads,
+            allow_spinning=settings.onnx.allow_spinning,
         )
     from worker.engines.tensorrt import TensorRTEngine
 

@@ -73,10 +73,18 @@ class OnnxEngine:
         max_batch_size: the largest batch (the model's batch dimension must be dynamic, or 1).
         sessions: concurrent runs (execution slots) sharing one session.
         intra_op_threads: ONNX Runtime threads per run (0: its default).
+        allow_spinning: let idle ONNX Runtime threads spin.
     """
 
     def __init__(
-        self, path: Path, *, name: str, max_batch_size: int, sessions: int = 1, intra_op_threads: int = 0
+        self,
+        path: Path,
+        *,
+        name: str,
+        max_batch_size: int,
+        sessions: int = 1,
+        intra_op_threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -86,6 +94,8 @@ class OnnxEngine:
             raise ModelError(f"model file {path} does not exist")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # Spinning threads burn the cores the event loop and Redis need between runs: off by default.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
