@@ -133,7 +133,7 @@ class WorkerPool:
                 if time.monotonic() >= deadline:
                     waiting = sorted(set(self.consumers) - ready)
                     raise DemoError(
-                        f"workers not ready after {timeout_s:.0f}s (no '{self.stream}:worker:<consumer>' hash with"
+                        f"workers not ready after {timeout_s:g} s (no '{self.stream}:worker:<consumer>' hash with"
                         f" status=ready for {waiting})\n{self.logs()}"
                     )
                 time.sleep(poll_s)
@@ -284,11 +284,11 @@ def run_load(
 
 # (name, from-field, to-field) of the reply's timing trace (wall-clock ns)
 STAGES: tuple[tuple[str, str, str], ...] = (
-    ("queue wait (enqueued -> read)", "enqueued_ns", "read_ns"),
-    ("batching (read -> batched)", "read_ns", "batched_ns"),
-    ("dispatch (batched -> compute)", "batched_ns", "compute_start_ns"),
-    ("compute", "compute_start_ns", "compute_end_ns"),
-    ("publish (compute -> published)", "compute_end_ns", "published_ns"),
+    ("in stream (enqueued -> read)", "enqueued_ns", "read_ns"),
+    ("in worker: batching + slot wait (read -> batched)", "read_ns", "batched_ns"),
+    ("staging copy (batched -> compute start)", "batched_ns", "compute_start_ns"),
+    ("compute (engine run)", "compute_start_ns", "compute_end_ns"),
+    ("reply encode (compute end -> published)", "compute_end_ns", "published_ns"),
 )
 
 
@@ -316,10 +316,10 @@ def server_breakdown_ms(samples: Sequence[Sample]) -> dict[str, float]:
     for name, start, end in STAGES:
         deltas = [getattr(s.reply.timing, end) - getattr(s.reply.timing, start) for s in replies]
         out[name] = float(np.mean(deltas)) / 1e6
-    out["client -> stream (submit -> enqueued)"] = (
+    out["client encode + XADD (submit -> enqueued)"] = (
         float(np.mean([s.reply.timing.enqueued_ns - s.submit_wall_ns for s in replies])) / 1e6
     )
-    out["reply -> client (published -> future done)"] = (
+    out["reply XADD + client read (published -> done)"] = (
         float(np.mean([s.done_wall_ns - s.reply.timing.published_ns for s in replies])) / 1e6
     )
     return out
@@ -337,6 +337,32 @@ def batch_stats(samples: Sequence[Sample]) -> tuple[float, float, Counter[str]]:
         return 0.0, 0.0, Counter(r.worker or "?" for r in replies)
     per_batch = len(sizes) / sum(1.0 / b for b in sizes)
     return per_batch, float(np.mean(sizes)), Counter(r.worker or "?" for r in replies)
+
+
+def interrupt_on_signals() -> None:
+    """Turn SIGTERM (and SIGINT, even where a shell started us with it ignored) into KeyboardInterrupt,
+    so that ``finally`` blocks stop the worker processes and Redis instead of orphaning them."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def scratch_stream(prefix: str) -> str:
+    """A request stream of our own, so that a shared Redis's real streams and workers are never touched."""
+    return f"redis-infer-{prefix}:{os.getpid()}:requests"
+
+
+def drop_stream(url: str, stream: str) -> None:
+    """Delete a scratch stream and the keys derived from it (acked entries stay in a stream until deleted)."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = [stream, f"{stream}:dead", *client.scan_iter(match=f"{stream}:worker:*", count=1000)]
+        client.delete(*keys)
+    finally:
+        client.close()
 
 
 def wait_for_redis(url: str, timeout_s: float = 10.0) -> None:
