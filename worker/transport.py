@@ -289,7 +289,8 @@ class GroupMaintenance:
             candidates = [_next_id(_text(group["last-delivered-id"]))]
             if int(group["pending"]):
                 summary = await client.xpending(stream, _text(group["name"]))
-                candidates.append(_parse_id(_text(summary["min"])))
+                if summary["min"] is not None:  # None when the last pending entry was acked meanwhile
+                    candidates.append(_parse_id(_text(summary["min"])))
             low = min(candidates)
             floor = low if floor is None else min(floor, low)
         assert floor is not None
