@@ -39,6 +39,9 @@ demo: venv model
 bench: venv model
 	$(PY) -m benchmarks.e2e --model $(MODEL)
 
+chaos: venv
+	$(PY) -m benchmarks.chaos
+
 docs: venv
 	$(PY) -m worker config --markdown --update README.md
 

@@ -316,6 +316,8 @@ def _text_field(fields: Mapping[Any, Any], key: str, max_bytes: int) -> str:
     raw = _field(fields, key)
     if raw is None:
         raise CodecError(f"entry has no {key!r} field")
+    if not raw:
+        raise CodecError(f"field {key!r} is empty")
     if len(raw) > max_bytes:
         raise CodecError(f"field {key!r} is longer than {max_bytes} bytes", Status.TOO_LARGE)
     try:

@@ -97,3 +97,18 @@ def test_worker_rides_out_a_redis_restart(tmp_path: Path, affine: Path) -> None:
             np.testing.assert_allclose(replies[rid].outputs["y"], 2 * x + 1, rtol=1e-6)
     finally:
         server.stop()
+
+
+def test_worker_recreates_a_lost_consumer_group(redis_url: str, redis_client: redis.Redis, affine: Path) -> None:
+    with WorkerThread(redis_url, affine) as wt:
+        send(redis_client, "affine", {"x": rand(1, 4)}, request_id="before")
+        collect(redis_client, 1)
+        redis_client.flushall()  # what a Redis restart without persistence, or a bad failover, looks like
+        x = rand(1, 4)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not redis_client.exists("infer:requests"):
+            time.sleep(0.05)  # the worker notices NOGROUP and creates the group (and stream) again
+        send(redis_client, "affine", {"x": x}, request_id="after")
+        reply = collect(redis_client, 1)["after"]
+        assert wt.error is None and wt.worker is not None and not wt.worker.stopping
+    np.testing.assert_allclose(reply.outputs["y"], 2 * x + 1, rtol=1e-6)

@@ -112,6 +112,7 @@ class Worker:
         self._reading_done = False
         self._closed = asyncio.Event()  # set once drained: the heartbeat stops
         self._drain_deadline = float("inf")
+        self._claims_paused_until = 0.0
         self.http_port: int | None = None
         self._free_slots: asyncio.Queue[ExecutionSlot] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -141,6 +142,8 @@ class Worker:
         recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        for task in (reader, recovery, dispatcher, heartbeat):
+            task.add_done_callback(self._loop_done)
         http = self.settings.http
         server = HealthServer(http.host, http.port, self.health, self.metrics) if http.port is not None else None
         if server is not None:
@@ -191,16 +194,20 @@ class Worker:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if task.cancelled():
+        self._loop_done(task)
+
+    def _loop_done(self, task: asyncio.Task[Any]) -> None:
+        """A task died of an exception: stop, and exit non-zero so the orchestrator restarts us. What
+        this worker holds stays pending and is recovered by the others."""
+        if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
-        if exc is None:
-            return
         if isinstance(exc, EngineError) and exc.fatal:
             log.critical("fatal engine error, stopping so the orchestrator restarts this worker: %s", exc)
-            self._fatal = exc
         else:
-            log.error("task %s failed", task.get_name(), exc_info=exc)
+            log.critical("task %s failed; stopping the worker", task.get_name(), exc_info=exc)
+        if self._fatal is None:
+            self._fatal = exc
         self.stop()
 
     def _redis_failed(self, exc: BaseException) -> None:
@@ -216,6 +223,9 @@ class Worker:
             log.warning("redis is back after %.1fs", time.monotonic() - self.redis_down_since)
             self.redis_down_since = None
             self.metrics.redis_up.set(1)
+            # Other workers' health keys may have expired during the outage: give them one TTL to
+            # write them again before taking their pending entries for orphans.
+            self._claims_paused_until = time.monotonic() + self.settings.health_ttl_s
 
     async def _with_retry(self, op: Any, *args: Any) -> Any:
         """Run a Redis operation, retrying through outages with backoff and jitter until it works.
@@ -257,6 +267,13 @@ class Worker:
             try:
                 entries = await self.transport.read(count, cfg.streams.block_ms, after=own_cursor)
                 backoff.reset()
+            except redis.exceptions.ResponseError as exc:
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # group or stream deleted under us
+                    raise
+                log.error("consumer group %s is gone (Redis lost its data?): creating it again", cfg.group)
+                await self._with_retry(self.transport.ensure_group)
+                await self._with_retry(self.maintenance.publish_limits, cfg.streams.max_backlog)
+                continue
             except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
                 delay = backoff.next_delay()
@@ -278,7 +295,13 @@ class Worker:
                 rejections.append(Rejection(entry_id, None, None, Status.MALFORMED, "entry data was deleted",
                                             self._timing(entry_id, read_ns), {}))  # fmt: skip
                 continue
-            result = self.intake.admit(entry_id, fields, read_ns)
+            try:
+                result = self.intake.admit(entry_id, fields, read_ns)
+            except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
+                log.exception("could not admit entry %s", entry_id)
+                why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
+                timing = self._timing(entry_id, read_ns)
+                result = Rejection(entry_id, None, None, Status.INTERNAL, why, timing, fields, dead_letter=True)
             if isinstance(result, Rejection):
                 rejections.append(result)
             elif result.deadline_ns is not None and result.deadline_ns <= now_ns:
@@ -330,11 +353,16 @@ class Worker:
         await run_forever(
             self.recovery,
             interval_s=self.settings.recovery.interval_s,
-            room=lambda: self.max_queued - len(self.batcher),
+            room=self._claim_room,
             handle=self._recovered,
             stopping=lambda: self.stopping,
             sleep=self._sleep_unless_stopping,
         )
+
+    def _claim_room(self) -> int:
+        if time.monotonic() < self._claims_paused_until:
+            return 0
+        return self.max_queued - len(self.batcher)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):

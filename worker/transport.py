@@ -145,16 +145,16 @@ class Transport:
             await self.publish((), [DeadLetter(r.entry_id, r.fields, f"reply failed: {err}") for r, err in failed])
         return PublishResult(acked, failed)
 
-    def _dead_fields(self, letter: DeadLetter) -> dict[str, Any]:
-        fields: dict[str, Any] = {
+    def _dead_fields(self, letter: DeadLetter) -> dict[Any, Any]:
+        fields: dict[Any, Any] = {
             "original_id": letter.entry_id,
             "reason": letter.reason[:4096],
             "worker": self.consumer,
             "stream": self.stream,
             "dead_lettered_ms": str(int(time.time() * 1000)),
         }
-        for key, value in letter.fields.items():
-            fields[f"f:{_text(key)}"] = value
+        for key, value in letter.fields.items():  # keys stay bytes: a hostile one need not be UTF-8
+            fields[b"f:" + key if isinstance(key, bytes) else f"f:{key}"] = value
         return fields
 
     async def heartbeat(self, fields: Mapping[str, Any], ttl_s: int) -> None:

@@ -1,0 +1,97 @@
+"""A scaled-down ``make chaos``: the same scenario code, a few hundred requests, real processes.
+
+The full run (10k requests per scenario, every fault) is ``python -m benchmarks.chaos``; see
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import chaos
+from benchmarks import chaos_hostile as hostile
+from benchmarks.chaos_harness import DEAD, MODEL, STREAM, Cluster, make_model
+from producer.codec import encode_request
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def small(tmp_path: Path, **kw: Any) -> chaos.Options:
+    """Options for a quick run: few requests, aimed faults that need only a handful of entries in flight."""
+    opts = chaos.Options(requests=500, hostile=300, rate_per_s=1000, request_timeout_s=20, aim_pending=5, work=tmp_path)
+    return dataclasses.replace(opts, **kw)
+
+
+def logs_on_failure(row: dict[str, Any], tmp_path: Path) -> str:
+    tails = [f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(tmp_path.glob("*/*.log"))]
+    return f"{ {k: v for k, v in row.items() if k != 'hostile_by_kind'} }\n" + "\n".join(tails)
+
+
+def test_kill9_of_one_of_two_workers_loses_nothing(tmp_path: Path) -> None:
+    row = chaos.SCENARIOS["kill9_one_of_two"](small(tmp_path))
+    assert row["passed"], logs_on_failure(row, tmp_path)
+    assert row["sent"] == 500
+    assert row["ok"] == 500
+    assert row["lost"] == 0
+    assert row["duplicates_surfaced"] == 0
+    assert row["wrong_outputs"] == 0
+    assert row["worker_crashes"] == 0
+    assert row["workers_alive"] == 1  # the survivor, until the harness stopped it cleanly
+    assert row["orphaned"] > 0  # the kill hit entries the victim held unacknowledged...
+    assert row["orphans_answered_s"] is not None  # ...and every one of them was answered
+
+
+@pytest.fixture(scope="module")
+def hostile_row(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    yield chaos.SCENARIOS["hostile_entries"](small(tmp))
+
+
+def test_hostile_entries_are_all_answered_or_dead_lettered(hostile_row: dict[str, Any]) -> None:
+    row = hostile_row
+    assert row["passed"], row
+    assert row["hostile_sent"] == 300
+    assert row["hostile_unaccounted"] == 0
+    assert row["hostile_answered"] + row["hostile_dead_lettered"] == 300
+    assert row["lost"] == 0
+    assert row["ok"] == row["sent"] == 100  # the valid traffic mixed in was served normally
+    assert row["duplicates_surfaced"] == 0
+    assert row["worker_crashes"] == 0
+    assert row["workers_alive"] == 2
+
+
+def test_hostile_entries_with_an_empty_envelope_are_dead_lettered(hostile_row: dict[str, Any]) -> None:
+    counts = hostile_row["hostile_by_kind"]["bad_envelope"]
+    assert counts["reply"] == 0, counts
+    assert hostile_row["hostile_unexpected"] == 0
+
+
+def test_binary_field_names_are_dead_lettered_and_do_not_stop_the_worker(tmp_path: Path) -> None:
+    model = make_model(tmp_path / f"{MODEL}.onnx")
+    with Cluster(tmp_path, model) as cluster:
+        cluster.start_worker("w1")
+        cluster.wait_ready(["w1"])
+        cluster.admin.xadd(STREAM, {b"v": b"1", b"id": b"bad", b"\xff": b"x"})
+        good = encode_request("good", "replies", MODEL, {"x": np.ones((1, 4), np.float32)})
+        cluster.admin.xadd(STREAM, good)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (cluster.admin.xlen("replies") and cluster.dead_len()):
+            time.sleep(0.05)
+        assert cluster.dead_len() == 1
+        assert cluster.admin.xlen("replies") == 1
+        cluster.stop_workers()
+        assert not cluster.crashes, cluster.crashes
+
+
+def test_every_hostile_kind_is_generated() -> None:
+    entries = hostile.Generator(1, "infer:reply:x").make(3 * len(hostile.kinds()))
+    assert {e.kind for e in entries} == set(hostile.kinds())
+    assert all(e.fields for e in entries)
+    assert f"{STREAM}:dead" == DEAD
