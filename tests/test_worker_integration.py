@@ -271,7 +271,7 @@ class RecordingSlot(PoisonSlot):
 
 def test_higher_priority_requests_run_first(redis_url: str, redis_client: redis.Redis) -> None:
     engine = RecordingEngine()
-    with WorkerThread(redis_url, engine=engine, model={"name": "poison"}, batch={"max_size": 1}):
+    with WorkerThread(redis_url, engine=engine, model={"name": "poison"}, batch={"max_size": 1, "max_queued": 16}):
         send(redis_client, "poison", {"x": np.full((1, 2), 0.0, np.float32)}, request_id="first")
         deadline = time.monotonic() + 5
         while not engine.order and time.monotonic() < deadline:
