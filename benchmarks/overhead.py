@@ -101,14 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results/overhead.json"))
     args = parser.parse_args(argv)
 
-    results: dict[str, list[float]] = {"baseline": [], "current": [], "current, python packer": []}
+    results: dict[str, list[float]] = {"baseline": [], "current": []}
     with tempfile.TemporaryDirectory() as tmp, worktree(args.baseline) as base:
         model = make_affine_model(Path(tmp) / "affine.onnx")
-        variants = [
-            ("baseline", base, {}),
-            ("current", ROOT, {}),
-            ("current, python packer", ROOT, {"WORKER_REDIS__HIREDIS_PACKER": "false"}),
-        ]
+        variants: list[tuple[str, Path, dict[str, str]]] = [("baseline", base, {}), ("current", ROOT, {})]
         for round_no in range(args.rounds):
             for name, tree, env in variants:
                 rate = measure(tree, model, env, args.requests, args.dim)

@@ -38,7 +38,6 @@ class RedisSettings(BaseModel):
     tls_key_file: Path | None = Field(default=None, description="Client private key, for mutual TLS.")
     socket_timeout_s: float = Field(default=10.0, gt=0, description="Socket timeout for Redis commands.")
     health_check_interval_s: int = Field(default=15, ge=0, description="Ping idle connections this often.")
-    hiredis_packer: bool = Field(default=True, description="Pack commands with hiredis (C) instead of Python.")
 
 
 class BatchSettings(BaseModel):

@@ -16,11 +16,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
-    hiredis = None  # type: ignore[assignment]
 from redis.exceptions import ResponseError
 
 from producer import keys
@@ -193,27 +188,7 @@ def connect(settings: RedisSettings, *, block_ms: int, url: str | None = None) -
     target = url or settings.url
     if target is None:
         raise ValueError("no Redis URL")
-    client = aioredis.Redis.from_url(target, **kwargs)
-    if settings.hiredis_packer:
-        _pack_with_hiredis(client.connection_pool)
-    return client
-
-
-class _HiredisPacking:
-    """Packs commands with hiredis's C packer. redis-py's asyncio connections pack in Python (the sync
-    ones already use hiredis); with one XADD per reply that was about a tenth of the worker's CPU."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # redis-py passes "XINFO GROUPS" as one argument
-            args = (*args[0].split(), *args[1:])
-        return [hiredis.pack_command(args)]
-
-
-def _pack_with_hiredis(pool: aioredis.ConnectionPool) -> None:
-    if hiredis is None or not hasattr(hiredis, "pack_command"):
-        return
-    base = pool.connection_class
-    pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return aioredis.Redis.from_url(target, **kwargs)
 
 
 @dataclass(slots=True)
