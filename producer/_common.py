@@ -501,3 +501,35 @@ def _checked_request_id(request_id: str) -> str:
     if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
         raise InvalidInput(f"request_id is longer than {MAX_REQUEST_ID_BYTES} bytes")
     return request_id
+
+
+class ClientInfo:
+    """Read-only facts about a client, shared by :class:`~producer.client.Client` and
+    :class:`~producer.aio.AsyncClient` (both keep their :class:`ClientCore` in ``_core``)."""
+
+    _core: ClientCore[Any]
+
+    @property
+    def model(self) -> str:
+        """The model requests ask for."""
+        return self._core.config.model
+
+    @property
+    def stream(self) -> str:
+        """The request stream."""
+        return self._core.config.stream
+
+    @property
+    def reply_stream(self) -> str:
+        """This client's private reply stream key."""
+        return self._core.reply_key
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of this client's counters."""
+        return self._core.stats
+
+    @property
+    def pending(self) -> int:
+        """How many requests are waiting for a reply."""
+        return self._core.pending_count

@@ -33,7 +33,7 @@ from producer._common import (
     WAKE_FIELD,
     ClientConfig,
     ClientCore,
-    ClientStats,
+    ClientInfo,
     ReplyCursor,
     check_binary_responses,
 )
@@ -44,7 +44,7 @@ from producer.errors import ClientClosed, InferTimeout
 log = logging.getLogger(__name__)
 
 
-class AsyncClient:
+class AsyncClient(ClientInfo):
     """An asyncio client for the inference worker; use it from one event loop.
 
     Each instance owns a private reply stream read by a background task, started by the first
@@ -92,33 +92,6 @@ class AsyncClient:
         self._stop = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
-
-    # ------------------------------------------------------------------------------------- info
-
-    @property
-    def model(self) -> str:
-        """The model requests ask for."""
-        return self._core.config.model
-
-    @property
-    def stream(self) -> str:
-        """The request stream."""
-        return self._core.config.stream
-
-    @property
-    def reply_stream(self) -> str:
-        """This client's private reply stream key."""
-        return self._core.reply_key
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of this client's counters."""
-        return self._core.stats
-
-    @property
-    def pending(self) -> int:
-        """How many requests are waiting for a reply."""
-        return self._core.pending_count
 
     # --------------------------------------------------------------------------------- requests
 

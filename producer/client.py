@@ -35,7 +35,7 @@ from producer._common import (
     WAKE_FIELD,
     ClientConfig,
     ClientCore,
-    ClientStats,
+    ClientInfo,
     ReplyCursor,
     check_binary_responses,
 )
@@ -46,7 +46,7 @@ from producer.errors import InferError, InferTimeout
 log = logging.getLogger(__name__)
 
 
-class Client:
+class Client(ClientInfo):
     """A blocking client for the inference worker, safe to share between threads.
 
     Each instance owns a private reply stream (``reply_prefix`` + a random hex id) that a background
@@ -102,33 +102,6 @@ class Client:
             target=self._listen, name=f"redis-infer-replies-{self._core.reply_key[-8:]}", daemon=True
         )
         self._listener.start()
-
-    # ------------------------------------------------------------------------------------- info
-
-    @property
-    def model(self) -> str:
-        """The model requests ask for."""
-        return self._core.config.model
-
-    @property
-    def stream(self) -> str:
-        """The request stream."""
-        return self._core.config.stream
-
-    @property
-    def reply_stream(self) -> str:
-        """This client's private reply stream key."""
-        return self._core.reply_key
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of this client's counters."""
-        return self._core.stats
-
-    @property
-    def pending(self) -> int:
-        """How many requests are waiting for a reply."""
-        return self._core.pending_count
 
     # --------------------------------------------------------------------------------- requests
 
