@@ -1,12 +1,15 @@
 """The worker loop: read -> intake -> batch -> engine slot -> reply -> ack.
 
-Three tasks share one asyncio loop:
+Four loops share one asyncio loop:
 
 - the *reader* pulls entries with XREADGROUP, admits or rejects each, and queues work in the batcher
-  (it pauses when ``batch.max_queued`` requests are waiting);
+  (it pauses when ``max_queued`` requests are waiting);
 - the *dispatcher* takes a free execution slot, then the next ready batch (expired requests are
   answered first), and starts a batch task on that slot, so the next batch forms while others run;
-- the *heartbeat* keeps the health key fresh.
+- the *recovery* loop claims what dead consumers left pending and trims the stream (worker/recovery.py);
+- the *heartbeat* keeps the health key fresh and the group's lag and pending counts in the metrics.
+
+A loop that dies of an unexpected error stops the worker with a non-zero exit.
 
 A batch task stages the inputs in the slot's buffers, runs the engine, encodes one reply per request,
 publishes all replies and then acks in one pipeline. A failing batch is bisected so that a bad
