@@ -23,7 +23,7 @@ from producer.codec import CodecError, decode_reply
 
 Expect = Literal["reply", "dead", "either"]
 REPLY_STREAMS = 16  # hostile replies are spread so no stream reaches the workers' reply MAXLEN
-WRONG_TYPE_KEY = "chaos:not-a-stream"  # a hash: XADD of a reply to it fails with WRONGTYPE
+WRONG_TYPE_KEY = "infer:reply:chaos-not-a-stream"  # a hash: XADD of a reply to it fails with WRONGTYPE
 MAX_BODY_BYTES = 256 * 1024  # the workers of the hostile scenario run with this body limit
 
 Fields = dict[bytes, bytes]
@@ -97,7 +97,7 @@ class Generator:
 
     def _ids(self) -> tuple[str, str]:
         self.n += 1
-        return f"h{self.n:06d}", f"chaos:hostile:{self.n % REPLY_STREAMS}"
+        return f"h{self.n:06d}", f"infer:reply:chaos-hostile-{self.n % REPLY_STREAMS}"
 
     def _entry(self, kind: str, body: Any, *, expect: Expect = "reply", raw: bytes | None = None) -> Hostile:
         rid, reply_to = self._ids()
@@ -190,6 +190,13 @@ class Generator:
     def k_reply_to_worker_stream(self) -> Hostile:
         entry = self._entry("reply_to_worker_stream", _body())
         entry.fields[b"reply_to"] = self.rng.choice([STREAM, DEAD]).encode()
+        entry.reply_to, entry.expect = None, "dead"
+        return entry
+
+    def k_reply_to_foreign_key(self) -> Hostile:
+        # A reply_to outside the workers' reply prefix (another application's key): never written to.
+        entry = self._entry("reply_to_foreign_key", _body())
+        entry.fields[b"reply_to"] = self.rng.choice([b"users:1", b"chaos:other-stream", b"infer:requests:limits"])
         entry.reply_to, entry.expect = None, "dead"
         return entry
 
@@ -317,7 +324,7 @@ def _status(fields: dict[bytes, bytes]) -> str:
 
 def _replies(client: redis.Redis) -> dict[tuple[str, str], str]:
     """(reply stream, request id) -> status of every reply on the hostile reply streams."""
-    keys = [f"chaos:hostile:{n}" for n in range(REPLY_STREAMS)]
+    keys = [f"infer:reply:chaos-hostile-{n}" for n in range(REPLY_STREAMS)]
     if client.type("") == b"stream":  # replies to an empty reply_to land in the key "" (if a worker accepts it)
         keys.append("")
     return {

@@ -283,6 +283,17 @@ def _str(obj: Any, what: str, max_bytes: int) -> str:
 def _unpack(body: bytes, limits: Limits) -> dict[str, Any]:
     if len(body) > limits.max_body_bytes:
         raise CodecError(f"body of {len(body)} bytes exceeds max {limits.max_body_bytes}", Status.TOO_LARGE)
+    # msgpack builds the whole tree before we look at it, and each 1-byte empty array costs a Python
+    # list: count arrays and maps as they are built and stop past what any valid message holds.
+    budget = 4 * limits.max_tensors + limits.max_parameters + 64
+
+    def count(container: Any) -> Any:
+        nonlocal budget
+        budget -= 1
+        if budget < 0:
+            raise CodecError("body holds more arrays and maps than any valid message", Status.TOO_LARGE)
+        return container
+
     try:
         obj = msgpack.unpackb(
             body,
@@ -291,9 +302,13 @@ def _unpack(body: bytes, limits: Limits) -> dict[str, Any]:
             max_str_len=limits.max_body_bytes,
             max_bin_len=limits.max_body_bytes,
             max_array_len=max(limits.max_tensors, limits.max_rank, limits.max_parameters, 1024),
-            max_map_len=max(limits.max_parameters, 32),
+            max_map_len=4 * max(limits.max_parameters, 32),  # room for a clear TOO_LARGE past the limit
             max_ext_len=0,
+            list_hook=count,
+            object_hook=count,
         )
+    except CodecError:
+        raise
     except Exception as exc:  # msgpack raises several types; all mean the same to a peer
         raise CodecError(f"body is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):

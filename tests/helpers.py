@@ -147,14 +147,14 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
 
 
 def send(
-    client: redis.Redis, model: str, inputs: Mapping[str, Any], *, request_id: str, reply_to: str = "replies",
+    client: redis.Redis, model: str, inputs: Mapping[str, Any], *, request_id: str, reply_to: str = "infer:reply:test",
     stream: str = "infer:requests", **kw: Any,
 ) -> str:  # fmt: skip
     return client.xadd(stream, encode_request(request_id, reply_to, model, inputs, **kw)).decode()  # type: ignore[union-attr]
 
 
 def collect(
-    client: redis.Redis, count: int, *, reply_to: str = "replies", timeout_s: float = 30,
+    client: redis.Redis, count: int, *, reply_to: str = "infer:reply:test", timeout_s: float = 30,
     until: Callable[[dict[str, Reply]], bool] | None = None,
 ) -> dict[str, Reply]:  # fmt: skip
     """Read replies from ``reply_to`` until ``count`` distinct ids arrived (or ``until`` holds)."""

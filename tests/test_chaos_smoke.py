@@ -79,13 +79,13 @@ def test_binary_field_names_are_dead_lettered_and_do_not_stop_the_worker(tmp_pat
         cluster.start_worker("w1")
         cluster.wait_ready(["w1"])
         cluster.admin.xadd(STREAM, {b"v": b"1", b"id": b"bad", b"\xff": b"x"})
-        good = encode_request("good", "replies", MODEL, {"x": np.ones((1, 4), np.float32)})
+        good = encode_request("good", "infer:reply:test", MODEL, {"x": np.ones((1, 4), np.float32)})
         cluster.admin.xadd(STREAM, good)  # type: ignore[arg-type]
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (cluster.admin.xlen("replies") and cluster.dead_len()):
+        while time.monotonic() < deadline and not (cluster.admin.xlen("infer:reply:test") and cluster.dead_len()):
             time.sleep(0.05)
         assert cluster.dead_len() == 1
-        assert cluster.admin.xlen("replies") == 1
+        assert cluster.admin.xlen("infer:reply:test") == 1
         cluster.stop_workers()
         assert not cluster.crashes, cluster.crashes
 

@@ -64,7 +64,7 @@ def test_entries_of_a_live_consumer_are_left_alone(redis_url: str, redis_client:
         time.sleep(1.0)  # > 3 recovery rounds past min_idle
         owner = redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)[0]["consumer"]
     assert owner == b"slow-but-alive"
-    assert redis_client.xlen("replies") == 0
+    assert redis_client.xlen("infer:reply:test") == 0
 
 
 def test_entry_over_max_deliveries_is_dead_lettered_and_answered(
@@ -123,5 +123,5 @@ def test_restart_under_the_same_name_drains_its_own_pending_entries_once(
         replies = collect(redis_client, 100)
         time.sleep(0.3)
     assert all(r.status is Status.OK for r in replies.values())
-    assert redis_client.xlen("replies") == 100  # each entry processed exactly once
+    assert redis_client.xlen("infer:reply:test") == 100  # each entry processed exactly once
     assert int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0

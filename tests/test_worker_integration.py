@@ -36,7 +36,7 @@ def test_round_trip_batches_and_answers_each_request(redis_url: str, redis_clien
     with WorkerThread(redis_url, affine, batch={"max_size": 8, "max_delay_ms": 50}):
         pipe = redis_client.pipeline()
         for rid, x in inputs.items():
-            pipe.xadd(STREAM, encode_request(rid, "replies", "affine", {"x": x}))
+            pipe.xadd(STREAM, encode_request(rid, "infer:reply:test", "affine", {"x": x}))
         pipe.execute()
         replies = collect(redis_client, len(inputs))
     for rid, x in inputs.items():
@@ -87,30 +87,30 @@ def test_real_model_matches_onnxruntime(redis_url: str, redis_client: redis.Redi
 
 def _bad_entries() -> list[tuple[str, dict[str, Any], Status, str]]:
     good_x = rand(1, 4)
-    body = encode_request("x", "replies", "affine", {"x": good_x})["body"]
+    body = encode_request("x", "infer:reply:test", "affine", {"x": good_x})["body"]
     return [
-        ("not-msgpack", {"v": "1", "id": "not-msgpack", "reply_to": "replies", "body": b"\xc1\xff"},
+        ("not-msgpack", {"v": "1", "id": "not-msgpack", "reply_to": "infer:reply:test", "body": b"\xc1\xff"},
          Status.MALFORMED, "msgpack"),
-        ("truncated", {"v": "1", "id": "truncated", "reply_to": "replies", "body": body[:-5]},
+        ("truncated", {"v": "1", "id": "truncated", "reply_to": "infer:reply:test", "body": body[:-5]},
          Status.MALFORMED, "msgpack"),
-        ("no-body", {"v": "1", "id": "no-body", "reply_to": "replies"}, Status.MALFORMED, "body"),
-        ("future", {"v": "99", "id": "future", "reply_to": "replies", "body": body},
+        ("no-body", {"v": "1", "id": "no-body", "reply_to": "infer:reply:test"}, Status.MALFORMED, "body"),
+        ("future", {"v": "99", "id": "future", "reply_to": "infer:reply:test", "body": body},
          Status.UNSUPPORTED_VERSION, "version"),
-        ("wrong-dtype", encode_request("wrong-dtype", "replies", "affine", {"x": good_x.astype(np.int32)}),
+        ("wrong-dtype", encode_request("wrong-dtype", "infer:reply:test", "affine", {"x": good_x.astype(np.int32)}),
          Status.INVALID_ARGUMENT, "FP32"),
-        ("wrong-rank", encode_request("wrong-rank", "replies", "affine", {"x": rand(1, 2, 2)}),
+        ("wrong-rank", encode_request("wrong-rank", "infer:reply:test", "affine", {"x": rand(1, 2, 2)}),
          Status.INVALID_ARGUMENT, "rank"),
-        ("wrong-name", encode_request("wrong-name", "replies", "affine", {"input": good_x}),
+        ("wrong-name", encode_request("wrong-name", "infer:reply:test", "affine", {"input": good_x}),
          Status.INVALID_ARGUMENT, "missing ['x']"),
-        ("extra-input", encode_request("extra-input", "replies", "affine", {"x": good_x, "z": good_x}),
+        ("extra-input", encode_request("extra-input", "infer:reply:test", "affine", {"x": good_x, "z": good_x}),
          Status.INVALID_ARGUMENT, "unexpected ['z']"),
-        ("other-model", encode_request("other-model", "replies", "resnet", {"x": good_x}),
+        ("other-model", encode_request("other-model", "infer:reply:test", "resnet", {"x": good_x}),
          Status.MODEL_NOT_FOUND, "resnet"),
-        ("too-many-rows", encode_request("too-many-rows", "replies", "affine", {"x": rand(99, 4)}),
+        ("too-many-rows", encode_request("too-many-rows", "infer:reply:test", "affine", {"x": rand(99, 4)}),
          Status.INVALID_ARGUMENT, "rows"),
-        ("bad-output", encode_request("bad-output", "replies", "affine", {"x": good_x}, outputs=["nope"]),
+        ("bad-output", encode_request("bad-output", "infer:reply:test", "affine", {"x": good_x}, outputs=["nope"]),
          Status.INVALID_ARGUMENT, "nope"),
-        ("oversized", encode_request("oversized", "replies", "affine", {"x": rand(1, 300_000)}),
+        ("oversized", encode_request("oversized", "infer:reply:test", "affine", {"x": rand(1, 300_000)}),
          Status.TOO_LARGE, "exceeds"),
     ]  # fmt: skip
 
@@ -223,7 +223,7 @@ def test_failing_batch_is_bisected_so_only_the_bad_request_fails(redis_url: str,
     xs["bad"] = np.full((1, 2), 666.0, np.float32)
     pipe = redis_client.pipeline()
     for rid, x in xs.items():
-        pipe.xadd(STREAM, encode_request(rid, "replies", "poison", {"x": x}))
+        pipe.xadd(STREAM, encode_request(rid, "infer:reply:test", "poison", {"x": x}))
     pipe.execute()
     with WorkerThread(redis_url, engine=engine, batch={"max_size": 16, "max_delay_ms": 50},
                       model={"name": "poison"}):  # fmt: skip
@@ -250,7 +250,7 @@ def test_fatal_engine_error_stops_the_worker_and_leaves_entries_pending(
     with pytest.raises(EngineError, match="poisoned"):
         wt.stop()
     assert pending(redis_client) == 1  # not acked: another worker will recover it
-    assert redis_client.xlen("replies") == 0
+    assert redis_client.xlen("infer:reply:test") == 0
 
 
 class RecordingEngine(PoisonEngine):

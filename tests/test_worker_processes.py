@@ -43,10 +43,10 @@ def test_two_workers_share_the_load_and_process_each_request_once(
         xs = {f"r{i}": rand(1, 16, seed=i) for i in range(400)}
         pipe = redis_client.pipeline()
         for rid, x in xs.items():
-            pipe.xadd(STREAM, encode_request(rid, "replies", "affine", {"x": x}))
+            pipe.xadd(STREAM, encode_request(rid, "infer:reply:test", "affine", {"x": x}))
         pipe.execute()
         replies = collect(redis_client, len(xs))
-        entries = redis_client.xrange("replies")
+        entries = redis_client.xrange("infer:reply:test")
     finally:
         codes = [stop_process(p) for p in procs]
     assert codes == [0, 0]
@@ -73,11 +73,11 @@ def test_sigterm_finishes_queued_work_before_exit(
     try:
         wait_ready(redis_client, STREAM, ["w"], [proc])
         for i in range(10):
-            redis_client.xadd(STREAM, encode_request(f"q{i}", "replies", "affine", {"x": rand(1, 4)}))
+            redis_client.xadd(STREAM, encode_request(f"q{i}", "infer:reply:test", "affine", {"x": rand(1, 4)}))
         deadline = time.monotonic() + 10
         while int(redis_client.xpending(STREAM, "workers")["pending"]) < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert redis_client.xlen("replies") == 0  # read, queued, not yet answered
+        assert redis_client.xlen("infer:reply:test") == 0  # read, queued, not yet answered
         t0 = time.monotonic()
         code = stop_process(proc, signal.SIGTERM)
         took = time.monotonic() - t0

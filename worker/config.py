@@ -94,6 +94,10 @@ class StreamSettings(BaseModel):
     read_count: int = Field(default=64, ge=1, description="XREADGROUP COUNT: entries fetched per read.")
     reply_maxlen: int = Field(default=10_000, ge=1, description="Approximate MAXLEN of each reply stream.")
     reply_ttl_s: int = Field(default=300, ge=1, description="Reply streams expire this long after the last reply.")
+    reply_prefix: str = Field(
+        default="infer:reply:",
+        description="Replies go only to keys with this prefix (the SDK's default); others are dead-lettered.",
+    )
     dead_letter_stream: str | None = Field(
         default=None, description="Where undeliverable entries go. Default: '<stream>:dead'."
     )
@@ -175,11 +179,19 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     @model_validator(mode="after")
-    def _idle_above_batch_delay(self) -> Settings:
-        if self.recovery.min_idle_ms < 10 * self.batch.max_delay_ms:
+    def _consistent(self) -> Settings:
+        rec = self.recovery
+        if rec.min_idle_ms < 10 * self.batch.max_delay_ms:
             raise ValueError(
-                f"recovery.min_idle_ms ({self.recovery.min_idle_ms}) must be well above batch.max_delay_ms "
+                f"recovery.min_idle_ms ({rec.min_idle_ms}) must be well above batch.max_delay_ms "
                 f"({self.batch.max_delay_ms}): at least 10x, or live work gets claimed twice"
+            )
+        if rec.stuck_ms < rec.min_idle_ms:
+            raise ValueError(f"recovery.stuck_ms ({rec.stuck_ms}) must not be below min_idle_ms ({rec.min_idle_ms})")
+        if self.streams.max_backlog and not (rec.enabled and rec.trim):
+            raise ValueError(
+                "streams.max_backlog needs recovery.enabled and recovery.trim: only trimming takes acknowledged "
+                "entries out of the backlog producers measure"
             )
         return self
 

@@ -30,6 +30,7 @@ class WorkItem:
     signature: Signature
     timing: Timing
     deadline_ns: int | None  # wall clock; None: no deadline
+    fields: Mapping[Any, Any]  # the raw entry, for the dead-letter stream if it fails
 
 
 @dataclass(slots=True)
@@ -63,6 +64,9 @@ class Intake:
         default_timeout_ms: deadline for requests that set none; a request may only shorten it.
         limits: decode limits.
         forbidden_reply_to: stream keys a reply must never go to (the request and dead-letter streams).
+        reply_prefix: replies go only to keys that start with it, so a request cannot make the worker
+            write to (and set a TTL on) an arbitrary key.
+        max_rows: the most rows one request may hold (the batch size); default the engine's maximum.
     """
 
     def __init__(
@@ -73,28 +77,36 @@ class Intake:
         default_timeout_ms: int | None = None,
         limits: Limits | None = None,
         forbidden_reply_to: frozenset[str] = frozenset(),
+        reply_prefix: str = "",
+        max_rows: int | None = None,
     ) -> None:
         self.info = info
         self.version = version
         self.default_timeout_ms = default_timeout_ms
         self.limits = limits or Limits()
         self.forbidden_reply_to = forbidden_reply_to
+        self.reply_prefix = reply_prefix
+        self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
 
     def admit(self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None) -> WorkItem | Rejection:
         timing = Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns or time.time_ns())
         try:
             request = decode_request(fields, self.limits)
-            if request.reply_to in self.forbidden_reply_to:
-                raise CodecError(f"reply_to {request.reply_to!r} is a worker stream", Status.INVALID_ARGUMENT)
+            if not self.may_reply_to(request.reply_to):
+                raise CodecError(f"reply_to {request.reply_to!r} is not a reply stream", Status.INVALID_ARGUMENT)
             rows, signature = self._check(request)
         except CodecError as exc:
             request_id, reply_to = peek_envelope(fields)
-            if reply_to in self.forbidden_reply_to:
+            if reply_to is not None and not self.may_reply_to(reply_to):
                 reply_to = None
             return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
         deadline_ns = self._deadline_ns(request, timing.enqueued_ns)
-        return WorkItem(entry_id, request, rows, signature, timing, deadline_ns)
+        return WorkItem(entry_id, request, rows, signature, timing, deadline_ns, fields)
+
+    def may_reply_to(self, key: str) -> bool:
+        """Whether replies may be written to ``key``."""
+        return key.startswith(self.reply_prefix) and key not in self.forbidden_reply_to
 
     def _deadline_ns(self, request: Request, enqueued_ns: int) -> int | None:
         timeouts = [t for t in (request.timeout_ms, self.default_timeout_ms) if t is not None]
@@ -125,10 +137,9 @@ class Intake:
         if len(rows) > 1:
             raise CodecError(f"inputs disagree on the batch dimension: {sorted(rows)}", Status.INVALID_ARGUMENT)
         (count,) = rows
-        if not 1 <= count <= info.max_batch_size:
+        if not 1 <= count <= self.max_rows:
             raise CodecError(
-                f"a request holds 1..{info.max_batch_size} rows (batch dimension), got {count}",
-                Status.INVALID_ARGUMENT,
+                f"a request holds 1..{self.max_rows} rows (batch dimension), got {count}", Status.INVALID_ARGUMENT
             )
         if request.outputs is not None:
             unknown = [name for name in request.outputs if name not in self._output_names]

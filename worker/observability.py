@@ -119,8 +119,8 @@ class HealthServer:
             )
             writer.write(head.encode() + body)
             await writer.drain()
-        except (TimeoutError, asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
-            pass
+        except (TimeoutError, asyncio.TimeoutError, ConnectionError, UnicodeDecodeError, ValueError):
+            pass  # a broken or oversized request gets no answer; the server carries on
         finally:
             writer.close()
             with contextlib.suppress(Exception):

@@ -3,8 +3,9 @@
 Every ``interval_s`` each worker:
 
 1. lists group entries pending for at least ``min_idle_ms`` (XPENDING ... IDLE);
-2. claims (XCLAIM, with the same min-idle so two claimers never both win) those whose owner is not
-   alive (no health key), or that have been idle for ``stuck_ms`` whatever the owner says;
+2. claims (XCLAIM, with the same min-idle so two claimers never both win) those of other consumers
+   whose owner is not alive (no health key), or that have been idle for ``stuck_ms`` whatever the
+   owner says;
 3. hands claimed entries to the worker like fresh reads, except those delivered more than
    ``max_deliveries`` times, which are dead-lettered and answered with an error;
 4. trims the stream below the oldest unacknowledged entry (XTRIM MINID), so the stream length is the
@@ -76,12 +77,12 @@ class Recovery:
         candidates = await self.m.idle_pending(self.min_idle_ms, min(self.count, room))
         if not candidates:
             return
-        owners = sorted({p.consumer for p in candidates if p.consumer != self.m.t.consumer})
+        # This worker's own pending entries are in its batcher or on a slot: never claim them (a restart
+        # under the same name re-reads them by cursor instead).
+        others = [p for p in candidates if p.consumer != self.m.t.consumer]
+        owners = sorted({p.consumer for p in others})
         alive = await self.m.alive(owners) if owners else {}
-        chosen = [
-            p for p in candidates
-            if p.consumer == self.m.t.consumer or not alive.get(p.consumer, False) or p.idle_ms >= self.stuck_ms
-        ]  # fmt: skip
+        chosen = [p for p in others if not alive.get(p.consumer, False) or p.idle_ms >= self.stuck_ms]
         if not chosen:
             return
         deliveries = {p.entry_id: p.deliveries + 1 for p in chosen}  # XCLAIM counts one more delivery
@@ -104,12 +105,14 @@ async def run_forever(
     handle: Callable[[Recovered], Awaitable[None]],
     stopping: Callable[[], bool],
     sleep: Callable[[float], Awaitable[None]],
+    on_error: Callable[[Exception], None] = lambda exc: None,
 ) -> None:
-    """Run rounds until ``stopping()``; errors are logged and the loop carries on."""
+    """Run rounds until ``stopping()``; errors are logged, reported to ``on_error`` and the loop carries on."""
     while not stopping():
         try:
             result = await recovery.round(room())
             await handle(result)
-        except Exception:
-            log.exception("recovery round failed; retrying in %.1fs", interval_s)
+        except Exception as exc:
+            log.warning("recovery round failed (%s); retrying in %.1fs", exc, interval_s)
+            on_error(exc)
         await sleep(interval_s)

@@ -60,7 +60,12 @@ async def serve(
         reply_maxlen=settings.streams.reply_maxlen,
         reply_ttl_s=settings.streams.reply_ttl_s,
     )
-    worker = Worker(settings, engine, transport)
+    try:
+        worker = Worker(settings, engine, transport)
+    except BaseException:
+        engine.close()
+        await client.aclose()
+        raise
     signals = 0
 
     def on_signal(signum: int) -> None:

@@ -41,7 +41,7 @@ from worker.errors import ConfigError, EngineError
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
 from worker.observability import HealthServer, Metrics
 from worker.recovery import Recovered, Recovery, run_forever
-from worker.transport import DeadLetter, Entry, GroupMaintenance, OutgoingReply, Transport
+from worker.transport import DeadLetter, Entry, GroupMaintenance, Outcome, OutgoingReply, Transport
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ class Backoff:
         self.base_s, self.cap_s, self.attempt = base_s, cap_s, 0
 
     def next_delay(self) -> float:
+        delay = random.uniform(0, min(self.cap_s, self.base_s * 2**self.attempt))
         self.attempt += 1
-        return random.uniform(0, min(self.cap_s, self.base_s * 2**self.attempt))
+        return delay
 
     def reset(self) -> None:
         self.attempt = 0
@@ -82,17 +83,19 @@ class Worker:
         self.engine = engine
         self.transport = transport
         info = engine.info
+        self.batcher: Batcher[WorkItem] = Batcher(
+            max_size=min(settings.batch.max_size, info.max_batch_size),
+            max_delay_s=settings.batch.max_delay_ms / 1000,
+            preferred_sizes=settings.batch.preferred_sizes,
+        )
         self.intake = Intake(
             info,
             version=settings.model.version,
             default_timeout_ms=settings.streams.default_timeout_ms,
             limits=settings.limits.to_codec(),
             forbidden_reply_to=frozenset({settings.stream, settings.dead_letter_stream}),
-        )
-        self.batcher: Batcher[WorkItem] = Batcher(
-            max_size=min(settings.batch.max_size, info.max_batch_size),
-            max_delay_s=settings.batch.max_delay_ms / 1000,
-            preferred_sizes=settings.batch.preferred_sizes,
+            reply_prefix=settings.streams.reply_prefix,
+            max_rows=self.batcher.max_size,
         )
         self.maintenance = GroupMaintenance(transport)
         rec = settings.recovery
@@ -118,6 +121,7 @@ class Worker:
         self._claims_paused_until = 0.0
         self.http_port: int | None = None
         self._free_slots: asyncio.Queue[ExecutionSlot] = asyncio.Queue()
+        self._computing = 0  # batches on execution slots now
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fatal: BaseException | None = None
 
@@ -173,6 +177,8 @@ class Worker:
             await asyncio.wait_for(asyncio.shield(reader), timeout=self.settings.streams.block_ms / 1000 + 2)
         except (TimeoutError, asyncio.TimeoutError):
             reader.cancel()
+        except Exception:  # the reader died (already logged and recorded): drain what is queued all the same
+            pass
         self._reading_done = True
         self.batcher.flushing = True
         self._wakeup.set()
@@ -303,8 +309,11 @@ class Worker:
             except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
                 log.exception("could not admit entry %s", entry_id)
                 why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
+                request_id, reply_to = peek_envelope(fields)
+                if reply_to is not None and not self.intake.may_reply_to(reply_to):
+                    reply_to = None
                 timing = self._timing(entry_id, read_ns)
-                result = Rejection(entry_id, None, None, Status.INTERNAL, why, timing, fields, dead_letter=True)
+                result = Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields, True)
             if isinstance(result, Rejection):
                 rejections.append(result)
             elif result.deadline_ns is not None and result.deadline_ns <= now_ns:
@@ -322,31 +331,50 @@ class Worker:
         return Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns)
 
     def _expired(self, item: WorkItem, why: str) -> Rejection:
-        return Rejection(item.entry_id, item.request.id, item.request.reply_to, Status.EXPIRED, why, item.timing, {})
+        request = item.request
+        return Rejection(item.entry_id, request.id, request.reply_to, Status.EXPIRED, why, item.timing, item.fields)
 
     async def _publish_rejections(self, rejections: Sequence[Rejection]) -> None:
-        replies: list[OutgoingReply] = []
-        dead: list[DeadLetter] = []
+        outcomes: list[Outcome] = []
         for rej in rejections:
             if rej.status is Status.EXPIRED:
                 self.stats.expired += 1
             else:
                 self.stats.errors += 1
+            outcome = Outcome(rej.entry_id)
             if rej.dead_letter or rej.reply_to is None or rej.request_id is None:
-                dead.append(DeadLetter(rej.entry_id, rej.fields, f"{rej.status.value}: {rej.error}"))
-            if rej.reply_to is None or rej.request_id is None:
-                continue
-            rej.timing.published_ns = time.time_ns()
-            self.metrics.observe_reply(rej.status, rej.timing)
-            fields = encode_reply(rej.request_id, rej.status, error=rej.error, model=self.engine.info.name,
-                                  timing=rej.timing, worker=self.transport.consumer)  # fmt: skip
-            replies.append(OutgoingReply(rej.reply_to, fields, rej.entry_id))
-        self.stats.dead_lettered += len(dead)
-        self.metrics.dead_lettered.inc(len(dead))
+                outcome.dead = DeadLetter(rej.entry_id, rej.fields, f"{rej.status.value}: {rej.error}")
+            if rej.reply_to is not None and rej.request_id is not None:
+                rej.timing.published_ns = time.time_ns()
+                self.metrics.observe_reply(rej.status, rej.timing)
+                fields = encode_reply(rej.request_id, rej.status, error=rej.error, model=self.engine.info.name,
+                                      timing=rej.timing, worker=self.transport.consumer)  # fmt: skip
+                outcome.reply = OutgoingReply(rej.reply_to, fields, rej.entry_id, rej.fields)
+            outcomes.append(outcome)
+        await self._settle(outcomes)
+
+    async def _settle(self, outcomes: list[Outcome]) -> None:
+        """Write replies and dead letters, then acknowledge; through outages and passing refusals
+        (out of memory, read-only) alike, with backoff. Gives up only when stopping past the grace
+        period: what is not acknowledged then stays pending for the others."""
+        dead = sum(o.dead is not None for o in outcomes)
+        backoff = Backoff()
+        while True:
+            retry = await self._with_retry(self.transport.settle, outcomes)
+            if not retry:
+                break
+            if self.stopping and time.monotonic() > self._drain_deadline:
+                log.warning("%d entries left unacknowledged at shutdown", len(retry))
+                return
+            delay = backoff.next_delay()
+            log.warning("redis refused writes for %d entries; retry in %.2fs", len(retry), delay)
+            await asyncio.sleep(delay)
+            outcomes = retry
+        dead += sum(o.refused is not None for o in outcomes)
+        self.stats.dead_lettered += dead
+        self.metrics.dead_lettered.inc(dead)
         if dead:
-            log.warning("dead-lettered %d entries", len(dead))
-        result = await self._with_retry(self.transport.publish, replies, dead, [r.entry_id for r in rejections])
-        self.stats.dead_lettered += len(result.failed_replies)
+            log.warning("dead-lettered %d entries", dead)
 
     # ------------------------------------------------------------------------------------- recovery
 
@@ -360,10 +388,15 @@ class Worker:
             handle=self._recovered,
             stopping=lambda: self.stopping,
             sleep=self._sleep_unless_stopping,
+            on_error=self._recovery_failed,
         )
 
+    def _recovery_failed(self, exc: Exception) -> None:
+        if isinstance(exc, REDIS_ERRORS):
+            self._redis_failed(exc)  # no claims until Redis is back and a health TTL has passed
+
     def _claim_room(self) -> int:
-        if time.monotonic() < self._claims_paused_until:
+        if self.redis_down_since is not None or time.monotonic() < self._claims_paused_until:
             return 0
         return self.max_queued - len(self.batcher)
 
@@ -385,7 +418,7 @@ class Worker:
         if poison:
             await self._publish_rejections(poison)
         if result.deleted:
-            await self._with_retry(self.transport.publish, (), (), result.deleted)
+            await self._settle([Outcome(entry_id) for entry_id in result.deleted])
 
     # ---------------------------------------------------------------------------------- dispatching
 
@@ -404,6 +437,7 @@ class Worker:
             now = time.monotonic()
             expired = self.batcher.pop_expired(now)
             if expired:
+                self._space.set()  # the reader may be waiting for room that expiry just made
                 why = "deadline passed while queued for a batch"
                 self._spawn(self._publish_rejections([self._expired(it.payload, why) for it in expired]), "expire")
             batch = self.batcher.next_batch(now)
@@ -419,15 +453,18 @@ class Worker:
         batched_ns = time.time_ns()
         for item in items:
             item.timing.batched_ns = batched_ns
+        self._computing += 1
         try:
             replies, failed = await self._compute(slot, items)
         finally:
+            self._computing -= 1
             self._free_slots.put_nowait(slot)
-        dead = [DeadLetter(it.entry_id, {}, f"engine failed on this request: {err}") for it, err in failed]
-        self.stats.dead_lettered += len(dead)
-        self.metrics.dead_lettered.inc(len(dead))
-        result = await self._with_retry(self.transport.publish, replies, dead, [it.entry_id for it in items])
-        self.stats.dead_lettered += len(result.failed_replies)
+        outcomes = {reply.entry_id: Outcome(reply.entry_id, reply) for reply in replies}
+        for item, error in failed:
+            outcomes[item.entry_id].dead = DeadLetter(
+                item.entry_id, item.fields, f"engine failed on this request: {error}"
+            )
+        await self._settle(list(outcomes.values()))
 
     async def _compute(
         self, slot: ExecutionSlot, items: list[WorkItem]
@@ -487,7 +524,7 @@ class Worker:
             self.metrics.observe_reply(Status.OK, timing)
             fields = encode_reply(item.request.id, Status.OK, outputs=mine, model=self.engine.info.name,
                                   timing=timing, worker=self.transport.consumer, batch_size=rows)  # fmt: skip
-            replies.append(OutgoingReply(item.request.reply_to, fields, item.entry_id))
+            replies.append(OutgoingReply(item.request.reply_to, fields, item.entry_id, item.fields))
         self.stats.ok += len(items)
         return replies
 
@@ -496,7 +533,7 @@ class Worker:
         self.metrics.observe_reply(status, item.timing)
         fields = encode_reply(item.request.id, status, error=error, model=self.engine.info.name, timing=item.timing,
                               worker=self.transport.consumer)  # fmt: skip
-        return OutgoingReply(item.request.reply_to, fields, item.entry_id)
+        return OutgoingReply(item.request.reply_to, fields, item.entry_id, item.fields)
 
     # ----------------------------------------------------------------------------------------- health
 
@@ -504,7 +541,7 @@ class Worker:
         s = self.stats
         down = self.redis_down_since
         self.metrics.queued.set(len(self.batcher))
-        self.metrics.inflight.set(len(self.engine.slots) - self._free_slots.qsize())
+        self.metrics.inflight.set(self._computing)
         return {
             "status": "draining" if self.stopping else ("degraded" if down is not None else "ready"),
             "ready": not self.stopping and down is None,
@@ -517,7 +554,7 @@ class Worker:
             "started_ms": self.started_ms,
             "heartbeat_ms": int(time.time() * 1000),
             "queued": len(self.batcher),
-            "inflight_batches": len(self.engine.slots) - self._free_slots.qsize(),
+            "inflight_batches": self._computing,
             "ok": s.ok,
             "errors": s.errors,
             "expired": s.expired,
@@ -538,6 +575,8 @@ class Worker:
                 self.metrics.group_pending.set(pending)
             except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
+            except redis.exceptions.ResponseError as exc:  # e.g. the stream was deleted: the reader recreates it
+                log.warning("heartbeat: %s", exc)
             else:
                 self._redis_ok()
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):

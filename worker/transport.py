@@ -11,12 +11,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from producer import keys
 from worker.config import RedisSettings
@@ -31,6 +31,7 @@ class OutgoingReply:
     stream: str
     fields: dict[str, bytes]
     entry_id: str  # the request entry it answers
+    request_fields: Mapping[Any, Any]  # that entry's fields, dead-lettered if the reply cannot be written
 
 
 @dataclass(slots=True)
@@ -41,9 +42,24 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
-class PublishResult:
-    acked: int
-    failed_replies: list[tuple[OutgoingReply, str]]  # reply could not be written (e.g. WRONGTYPE key)
+class Outcome:
+    """What must be written for one request entry before it may be acknowledged."""
+
+    entry_id: str
+    reply: OutgoingReply | None = None
+    dead: DeadLetter | None = None
+    refused: str | None = None  # set when Redis refused the reply for good; it was dead-lettered instead
+    dead_written: bool = False
+
+
+# Refusals that pass: out of memory, a script running, loading, a replica, cluster trouble.
+_TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+
+
+def _transient(error: Exception) -> bool:
+    if not isinstance(error, ResponseError) or isinstance(error, OutOfMemoryError | ReadOnlyError):
+        return True
+    return str(error).startswith(_TRANSIENT)  # the prefixes redis-py keeps in the message
 
 
 def _text(value: Any) -> str:
@@ -110,35 +126,76 @@ class Transport:
                 entries.append((_text(entry_id), dict(fields or {})))
         return entries
 
-    async def publish(
-        self, replies: Sequence[OutgoingReply], dead: Sequence[DeadLetter] = (), ack_ids: Sequence[str] = ()
-    ) -> PublishResult:
-        """Write replies and dead letters, then XACK ``ack_ids``: one pipeline, one round trip.
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Write each outcome's reply and dead letter, then acknowledge the entries all of whose writes
+        succeeded: writes first, XACK after, so an entry is never acknowledged without its record.
 
-        A reply that Redis refuses (the reply_to key holds another type, say) is dead-lettered and
-        acknowledged in a second round trip, so it is never lost and never retried forever.
+        A reply Redis refuses for good (its key holds a hash, say) is dead-lettered instead, in a second
+        round trip. Returns the outcomes that met a passing refusal (out of memory, read-only...), reduced
+        to what is still to write: the caller retries them after a backoff; until then they stay pending.
         """
+        todo, retry = list(outcomes), []
+        while todo:
+            pipe = self.client.pipeline(transaction=False)
+            for o in todo:
+                if o.reply is not None:
+                    pipe.xadd(o.reply.stream, dict(o.reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
+                if o.dead is not None:
+                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead))  # type: ignore[arg-type]
+            results = iter(await pipe.execute(raise_on_error=False))
+            ttl_streams: set[str] = set()
+            acks: list[str] = []
+            again: list[Outcome] = []
+            for o in todo:
+                passing = self._apply(o, results, ttl_streams)
+                if passing:
+                    retry.append(o)
+                elif o.dead is not None:  # a refused reply, now to be dead-lettered
+                    again.append(o)
+                else:
+                    acks.append(o.entry_id)
+            await self._finish(ttl_streams, acks)
+            todo = again
+        return retry
+
+    def _apply(self, o: Outcome, results: Iterator[Any], ttl_streams: set[str]) -> bool:
+        """Take one outcome's results from a pipeline; True if a write met a passing refusal."""
+        passing = False
+        refused: OutgoingReply | None = None
+        if o.reply is not None:
+            result = next(results)
+            if not isinstance(result, Exception):
+                ttl_streams.add(o.reply.stream)
+                o.reply = None
+            elif _transient(result):
+                passing = True
+            else:
+                refused, o.refused, o.reply = o.reply, str(result), None
+        if o.dead is not None:
+            result = next(results)
+            if not isinstance(result, Exception):
+                o.dead, o.dead_written = None, True
+            elif _transient(result):
+                passing = True
+            else:
+                raise result  # the dead-letter stream itself is unusable: a configuration error
+        if refused is not None and o.dead is None and not o.dead_written:
+            reason = f"reply to {refused.stream!r} failed: {o.refused}"
+            o.dead = DeadLetter(o.entry_id, refused.request_fields, reason)
+        return passing
+
+    async def _finish(self, ttl_streams: set[str], acks: list[str]) -> None:
+        """Refresh the TTL of reply streams just written to, and acknowledge what is settled."""
+        if not ttl_streams and not acks:
+            return
         pipe = self.client.pipeline(transaction=False)
-        ttl_streams: set[str] = set()
-        for reply in replies:
-            pipe.xadd(reply.stream, dict(reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
-            ttl_streams.add(reply.stream)
         for stream in ttl_streams:
             pipe.expire(stream, self.reply_ttl_s)
-        for letter in dead:
-            pipe.xadd(self.dead_letter_stream, self._dead_fields(letter))  # type: ignore[arg-type]
-        if ack_ids:
-            pipe.xack(self.stream, self.group, *ack_ids)
-        results = await pipe.execute(raise_on_error=False)
-        failed = [(reply, str(res)) for reply, res in zip(replies, results, strict=False) if isinstance(res, Exception)]
-        others = results[len(replies) :]
-        errors = [res for res in others if isinstance(res, Exception)]
-        if errors:
-            raise errors[0]
-        acked = int(others[-1]) if ack_ids else 0
-        if failed:
-            await self.publish((), [DeadLetter(r.entry_id, r.fields, f"reply failed: {err}") for r, err in failed])
-        return PublishResult(acked, failed)
+        if acks:
+            pipe.xack(self.stream, self.group, *acks)
+        for result in await pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception):  # the entries stay pending and are processed again
+                log.warning("acknowledging or refreshing reply TTLs failed: %s", result)
 
     def _dead_fields(self, letter: DeadLetter) -> dict[Any, Any]:
         fields: dict[Any, Any] = {
@@ -247,7 +304,13 @@ class GroupMaintenance:
 
     async def group_backlog(self) -> tuple[int, int]:
         """(lag, pending) of this worker's group: entries not yet delivered, and delivered but unacked."""
-        for group in await self.t.client.xinfo_groups(self.t.stream):
+        try:
+            groups = await self.t.client.xinfo_groups(self.t.stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc):
+                return 0, 0
+            raise
+        for group in groups:
             if _text(group["name"]) == self.t.group:
                 return int(group.get("lag") or 0), int(group["pending"])
         return 0, 0
