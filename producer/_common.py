@@ -63,6 +63,17 @@ _INVALID_STATE: Final = (FuturesInvalidStateError, asyncio.InvalidStateError)
 _TRANSIENT: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
+def add_retry_delay(error: BaseException, attempt: int, retries: int) -> float | None:
+    """Seconds to wait before re-sending requests whose XADD met ``error``, or None to give up.
+
+    Only connection errors are retried, ``retries`` times, with the same request ids: if a failed XADD
+    had in fact reached Redis, the request runs twice and the client drops the second reply.
+    """
+    if not isinstance(error, _TRANSIENT) or attempt >= retries:
+        return None
+    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt))
+
+
 @dataclass(slots=True)
 class ClientStats:
     """Counters of one client. ``client.stats`` returns a snapshot copy."""

@@ -35,6 +35,7 @@ from producer._common import (
     ClientCore,
     ClientInfo,
     ReplyCursor,
+    add_retry_delay,
     check_binary_responses,
 )
 from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
@@ -65,6 +66,8 @@ class AsyncClient(ClientInfo):
         on_busy: What to do when workers published a backlog limit and the request stream is full:
             ``"raise"`` fails the submit with :class:`~producer.errors.Busy`; ``"wait"`` retries with
             backoff until the request's deadline, then raises ``Busy``.
+        retries: How many times to re-send a request whose XADD failed on a connection error (same
+            request id; a duplicate that results is answered twice and dropped by the client).
 
     Raises:
         ValueError: If an argument is invalid.
@@ -82,9 +85,13 @@ class AsyncClient(ClientInfo):
         limits: Limits = DEFAULT_LIMITS,
         redis: Redis | None = None,
         on_busy: OnBusy = "raise",
+        retries: int = 0,
     ) -> None:
         config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
         self._backpressure = Backpressure(stream, on_busy)
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self._retries = retries
         self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
         self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
@@ -117,6 +124,7 @@ class AsyncClient(ClientInfo):
         self._core.register([prepared], [future])
         try:
             await self._refresh_limits()
+            failures = 0  # connection errors, retried up to ``retries`` times
             for attempt in itertools.count():
                 try:
                     await self._add(self._redis, prepared.fields)
@@ -127,6 +135,12 @@ class AsyncClient(ClientInfo):
                         raise
                     if delay is None:
                         raise self._backpressure.busy(prepared.request_id, exc) from None
+                    await asyncio.sleep(delay)
+                except Exception as exc:
+                    delay = add_retry_delay(exc, failures, self._retries)
+                    if delay is None:
+                        raise
+                    failures += 1
                     await asyncio.sleep(delay)
         except BaseException:
             self._core.discard(prepared.request_id)
@@ -151,6 +165,7 @@ class AsyncClient(ClientInfo):
         loop = self._start_reader()
         futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in prepared]
         self._core.register(prepared, futures)
+        failures = 0
         todo = list(range(len(prepared)))
         for attempt in itertools.count():
             try:
@@ -159,7 +174,12 @@ class AsyncClient(ClientInfo):
                     for i in todo:
                         await self._add(pipe, prepared[i].fields)
                     results = await pipe.execute(raise_on_error=False)
-            except BaseException:
+            except BaseException as exc:
+                delay = add_retry_delay(exc, failures, self._retries)
+                if delay is not None:
+                    failures += 1
+                    await asyncio.sleep(delay)
+                    continue
                 for i in todo:
                     self._core.discard(prepared[i].request_id)
                     futures[i].cancel()

@@ -92,3 +92,24 @@ def test_bounded_backlog_end_to_end(redis_url: str, redis_client: redis.Redis, t
             replies = [f.result(60) for f in futures]
     for x, reply in zip(xs, replies, strict=True):
         np.testing.assert_allclose(reply.outputs["y"], 2 * x + 1, rtol=1e-6)
+
+
+def test_retries_carry_a_submit_through_a_redis_restart(tmp_path: Path) -> None:
+    from worker.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(appendonly=True).start()
+    try:
+        with Client(server.url, model="m", retries=8) as client:
+            client.submit({"x": rand(1, 2)}, request_id="before")
+            server.stop(cleanup=False)
+            threading.Timer(0.4, server.start).start()  # Redis is back 0.4 s later
+            client.submit({"x": rand(1, 2)}, request_id="during")  # retried until it is in
+            client.submit_many([{"x": rand(1, 2)}] * 3, request_ids=["m1", "m2", "m3"])
+            ids = [f[b"id"] for _id, f in redis.Redis.from_url(server.url).xrange(STREAM)]
+        assert ids == [b"before", b"during", b"m1", b"m2", b"m3"]
+        with Client(server.url, model="m") as plain:  # retries=0: the error reaches the caller
+            server.stop(cleanup=False)
+            with pytest.raises(redis.ConnectionError):
+                plain.submit({"x": rand(1, 2)})
+    finally:
+        server.stop()
