@@ -35,8 +35,13 @@ def logs_on_failure(row: dict[str, Any], tmp_path: Path) -> str:
 
 
 def test_kill9_of_one_of_two_workers_loses_nothing(tmp_path: Path) -> None:
-    row = chaos.SCENARIOS["kill9_one_of_two"](small(tmp_path))
-    assert row["passed"], logs_on_failure(row, tmp_path)
+    # The harness aims the kill at a moment the victim holds unacknowledged entries; on a busy 2-core
+    # machine the aim can miss with so small a load, so a run that orphaned nothing is run again.
+    for attempt in range(3):
+        row = chaos.SCENARIOS["kill9_one_of_two"](small(tmp_path / str(attempt)))
+        assert row["passed"], logs_on_failure(row, tmp_path)
+        if row["orphaned"]:
+            break
     assert row["sent"] == 500
     assert row["ok"] == 500
     assert row["lost"] == 0
