@@ -340,11 +340,13 @@ async def test_cuda_graphs_capture_once_per_shape_then_replay(tmp_path: Path) ->
     engine, trt, cuda = make(tmp_path, spec, contexts=1, cuda_graphs=True)
     rng = np.random.default_rng(8)
     try:
-        for batch in (3, 3, 5, 3, 5):
+        for batch in (3, 3, 5, 5, 3, 3):
             inputs = random_inputs(rng, {"x": (batch, 8)})
             assert_close(spec, inputs, await run_slot(engine.slots[0], inputs))
         assert cuda.graphs_captured == 2 and cuda.graph_launches == 3
-        assert trt._engines[0]._contexts[0]._executions == 2  # plain runs: one per new shape
+        # A graph replays only after a plain run of the same shapes on that context: the first run of
+        # each shape, and the first after a change of shape, run plainly.
+        assert trt._engines[0]._contexts[0]._executions == 3
     finally:
         engine.close()
 
@@ -542,3 +544,38 @@ def test_cpu_path_imports_no_gpu_module() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@aio
+async def test_closed_engine_refuses_instead_of_handing_out_freed_buffers(tmp_path: Path) -> None:
+    spec = mlp_spec(profiles=[(1, 4, 8)])
+    engine, _trt, _cuda = make(tmp_path, spec, contexts=1)
+    slot = engine.slots[0]
+    engine.close()
+    with pytest.raises(EngineError, match="closed") as info:
+        slot.stage({"x": (2, 8)})
+    assert info.value.fatal
+
+
+@aio
+async def test_static_engines_run_their_contexts_without_a_profile_lock(tmp_path: Path) -> None:
+    spec = mlp_spec(static_batch=4)
+    engine, _trt, _cuda = make(tmp_path, spec, contexts=2)
+    try:
+        assert [slot.profile_lock for slot in engine.slots] == [None, None]
+    finally:
+        engine.close()
+
+
+@aio
+async def test_static_engine_contexts_run_concurrently_and_correctly(tmp_path: Path) -> None:
+    spec = mlp_spec(static_batch=4)
+    engine, _trt, _cuda = make(tmp_path, spec, contexts=2)
+    rng = np.random.default_rng(3)
+    try:
+        batches = [random_inputs(rng, {"x": (4, 8)}) for _ in range(2)]
+        results = await asyncio.gather(*(run_slot(slot, b) for slot, b in zip(engine.slots, batches, strict=True)))
+        for inputs, outputs in zip(batches, results, strict=True):
+            assert_close(spec, inputs, outputs)
+    finally:
+        engine.close()

@@ -177,8 +177,14 @@ class TensorRTSlot:
         self._staged: tuple[int, dict[str, tuple[int, ...]]] | None = None
         self._pending: asyncio.Future[None] | None = None
         self.profile_lock: ProfileGate | None = None  # set by the engine when contexts share the profile
+        self._last_key: tuple[tuple[int, ...], ...] | None = None  # input shapes of the last execution
+
+    def _check_open(self) -> None:
+        if self._engine.closed:  # its buffers are freed: touching them would read freed memory
+            raise EngineError(f"slot {self.index}: the engine is closed", fatal=True)
 
     def stage(self, shapes: Shapes) -> dict[str, np.ndarray[Any, Any]]:
+        self._check_open()
         if self._pending is not None and not self._pending.done():
             raise EngineError(f"slot {self.index} is still busy with a cancelled batch")
         batch = self.plan.validate(shapes, self._engine.info.max_batch_size)
@@ -211,6 +217,7 @@ class TensorRTSlot:
             outputs[name] = host[:batch]
         self._pending = stream.signal()
         await stream.wait(self._pending)
+        self._check_open()  # closed while the batch ran: the views above point at freed memory
         return outputs
 
     async def _execute(self, exec_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -219,6 +226,7 @@ class TensorRTSlot:
         if lock is not None:
             await lock.acquire()
         try:
+            self._check_open()
             out_shapes = self._prepare(exec_shapes)
             self._enqueue(exec_shapes)
             if lock is not None:  # the stream releases the profile once this execution has finished
@@ -253,12 +261,15 @@ class TensorRTSlot:
 
     def _enqueue(self, exec_shapes: dict[str, tuple[int, ...]]) -> None:
         key = tuple(exec_shapes[name] for name in self._engine.layout.input_names)
-        graph = self._graphs.get(key)
+        # A graph replays what the context recorded for its shapes; replay it only when the context's
+        # last execution had those same shapes, so no state of another shape can be baked in.
+        graph = self._graphs.get(key) if key == self._last_key else None
         if graph is not None:
             graph.launch(self._stream)
             return
         self._execute_direct()
-        if self._graphs_ok and len(self._graphs) < MAX_GRAPHS_PER_SLOT:
+        self._last_key = key
+        if self._graphs_ok and key not in self._graphs and len(self._graphs) < MAX_GRAPHS_PER_SLOT:
             self._capture(key)
 
     def _execute_direct(self) -> None:
@@ -407,8 +418,10 @@ class TensorRTEngine:
         by_profile: dict[int, list[TensorRTSlot]] = {}
         for slot in self._slots:
             by_profile.setdefault(slot.plan.profile, []).append(slot)
+        # TensorRT's rule (one profile per concurrently running context) concerns dynamic shapes only.
+        dynamic = any(-1 in info.shape for info in self.layout.tensors.values())
         for sharing in by_profile.values():
-            if len(sharing) > 1:
+            if len(sharing) > 1 and dynamic:
                 gate = ProfileGate()
                 for slot in sharing:
                     slot.profile_lock = gate
@@ -428,6 +441,10 @@ class TensorRTEngine:
     @property
     def slots(self) -> Sequence[TensorRTSlot]:
         return self._slots
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Wait for the GPU, destroy contexts before the engine before the runtime, free all buffers."""
