@@ -482,8 +482,12 @@ class FakeContext(_Guarded):
         unaddressed = [name for name in engine._by_name if name not in self._addresses]
         if unaddressed:
             raise TrtRuleViolation(f"execute_async_v3 with tensor addresses not set: {unaddressed}")
+        # TensorRT: with dynamic shapes, each context in concurrent use needs its own profile; contexts of
+        # a static-shape engine may run at once ("the same ICudaEngine used for multiple batches
+        # simultaneously", IExecutionContext docs).
+        dynamic = any(-1 in t["shape"] for t in (*spec["inputs"], *spec["outputs"]))
         for other in engine._contexts:
-            if other is not self and other._profile == self._profile and not other._done():
+            if dynamic and other is not self and other._profile == self._profile and not other._done():
                 raise TrtRuleViolation(f"two contexts running at once on optimization profile {self._profile}")
         key = tuple(sorted(self._shapes.items()))
         capturing = engine._compute.capturing(stream)
