@@ -3,18 +3,16 @@ keys, oversized requests for the batch, the worker's own entries, invalid combin
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
 import redis
 
 from producer.codec import CodecError, Status, decode_request
+from tests.fakes import TimesTen
 from tests.helpers import WorkerThread, collect, send
 from worker.config import load_settings
-from worker.engines.base import ExecutionSlot, ModelInfo, Shapes, TensorSpec
 from worker.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -22,49 +20,12 @@ pytestmark = pytest.mark.integration
 STREAM, GROUP = "infer:requests", "workers"
 
 
-class SlowEngine:
-    """y = 10x, taking ``delay_s`` per batch; records the batch sizes it ran."""
-
-    def __init__(self, *, max_batch: int = 16, delay_s: float = 0.0) -> None:
-        spec = TensorSpec("x", "FP32", (-1, 2))
-        self._info = ModelInfo("slow", (spec,), (TensorSpec("y", "FP32", (-1, 2)),), max_batch_size=max_batch)
-        self.delay_s = delay_s
-        self.runs: list[int] = []
-        self._slots = [SlowSlot(self)]
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def slots(self) -> Sequence[ExecutionSlot]:
-        return self._slots
-
-    def close(self) -> None:
-        pass
-
-
-class SlowSlot:
-    def __init__(self, engine: SlowEngine) -> None:
-        self.engine = engine
-        self.x = np.empty((0, 2), np.float32)
-
-    def stage(self, shapes: Shapes) -> dict[str, np.ndarray]:
-        self.x = np.empty(shapes["x"], np.float32)
-        return {"x": self.x}
-
-    async def run(self) -> Mapping[str, np.ndarray]:  # type: ignore[override]
-        self.engine.runs.append(len(self.x))
-        await asyncio.sleep(self.engine.delay_s)
-        return {"y": self.x * 10}
-
-
 def x(value: float = 1.0) -> np.ndarray:
     return np.full((1, 2), value, np.float32)
 
 
 def test_no_ack_while_redis_refuses_the_reply(redis_url: str, redis_client: redis.Redis) -> None:
-    engine = SlowEngine(delay_s=0.5)
+    engine = TimesTen(name="slow", delay_s=0.5)
     with WorkerThread(redis_url, engine=engine, model={"name": "slow"}) as wt:
         send(redis_client, "slow", {"x": x()}, request_id="r1")
         deadline = time.monotonic() + 5
@@ -84,7 +45,7 @@ def test_no_ack_while_redis_refuses_the_reply(redis_url: str, redis_client: redi
 
 
 def test_reader_resumes_when_expiry_empties_a_full_queue(redis_url: str, redis_client: redis.Redis) -> None:
-    engine = SlowEngine(max_batch=2, delay_s=1.0)
+    engine = TimesTen(name="slow", max_batch=2, delay_s=1.0)
     with WorkerThread(redis_url, engine=engine, model={"name": "slow"}, batch={"max_size": 2, "max_queued": 4}):
         for i in range(2):
             send(redis_client, "slow", {"x": x()}, request_id=f"slow{i}")
@@ -102,7 +63,7 @@ def test_reader_resumes_when_expiry_empties_a_full_queue(redis_url: str, redis_c
 def test_replies_never_go_outside_the_reply_prefix(redis_url: str, redis_client: redis.Redis) -> None:
     redis_client.hset("users:1", "name", "ada")
     redis_client.xadd("other-app:events", {"k": "v"})
-    with WorkerThread(redis_url, engine=SlowEngine(), model={"name": "slow"}):
+    with WorkerThread(redis_url, engine=TimesTen(name="slow"), model={"name": "slow"}):
         for key in ("users:1", "other-app:events", f"{STREAM}:limits"):
             send(redis_client, "slow", {"x": x()}, request_id=f"to-{key}", reply_to=key)
         send(redis_client, "slow", {"x": x()}, request_id="fine")
@@ -118,7 +79,7 @@ def test_replies_never_go_outside_the_reply_prefix(redis_url: str, redis_client:
 def test_request_larger_than_the_configured_batch_is_refused_not_fatal(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    engine = SlowEngine(max_batch=64)  # the engine takes 64 rows, the worker batches at most 4
+    engine = TimesTen(name="slow", max_batch=64)  # the engine takes 64 rows, the worker batches at most 4
     with WorkerThread(redis_url, engine=engine, model={"name": "slow"}, batch={"max_size": 4}) as wt:
         send(redis_client, "slow", {"x": np.ones((8, 2), np.float32)}, request_id="eight")
         send(redis_client, "slow", {"x": np.ones((4, 2), np.float32)}, request_id="four")
@@ -129,7 +90,7 @@ def test_request_larger_than_the_configured_batch_is_refused_not_fatal(
 
 
 def test_the_claimer_leaves_this_workers_own_entries_alone(redis_url: str, redis_client: redis.Redis) -> None:
-    engine = SlowEngine(delay_s=1.0)
+    engine = TimesTen(name="slow", delay_s=1.0)
     recovery = {"interval_s": 0.1, "min_idle_ms": 300, "stuck_ms": 60_000}
     with WorkerThread(redis_url, engine=engine, model={"name": "slow"}, batch={"max_delay_ms": 10},
                       recovery=recovery) as wt:  # fmt: skip
@@ -137,7 +98,7 @@ def test_the_claimer_leaves_this_workers_own_entries_alone(redis_url: str, redis
         collect(redis_client, 1)
         time.sleep(0.3)
         assert wt.worker is not None and wt.worker.stats.recovered == 0
-    assert engine.runs == [1]
+    assert [rows for rows, _first in engine.runs] == [1]
     assert redis_client.xlen("infer:reply:test") == 1
 
 

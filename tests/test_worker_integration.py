@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,8 @@ import pytest
 import redis
 
 from producer.codec import Status, encode_request
+from tests.fakes import TimesTen
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
-from worker.engines.base import ExecutionSlot, ModelInfo, Shapes, TensorSpec
 from worker.errors import EngineError
 
 pytestmark = pytest.mark.integration
@@ -178,47 +176,8 @@ def test_worker_default_timeout_applies_and_requests_can_only_shorten_it(
     assert reply.status is Status.EXPIRED  # 60 s asked, 200 ms allowed
 
 
-class PoisonEngine:
-    """An engine whose batch fails when any row holds 666.0: exercises bisection."""
-
-    def __init__(self, fatal: bool = False) -> None:
-        spec = TensorSpec("x", "FP32", (-1, 2))
-        self._info = ModelInfo("poison", (spec,), (TensorSpec("y", "FP32", (-1, 2)),), max_batch_size=16)
-        self.fatal = fatal
-        self.calls: list[int] = []
-        self._slots = [PoisonSlot(self)]
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def slots(self) -> Sequence[ExecutionSlot]:
-        return self._slots
-
-    def close(self) -> None:
-        pass
-
-
-class PoisonSlot:
-    def __init__(self, engine: PoisonEngine) -> None:
-        self.engine = engine
-        self.x = np.empty((0, 2), np.float32)
-
-    def stage(self, shapes: Shapes) -> dict[str, np.ndarray]:
-        self.x = np.empty(shapes["x"], np.float32)
-        return {"x": self.x}
-
-    async def run(self) -> Mapping[str, np.ndarray]:  # type: ignore[override]
-        await asyncio.sleep(0)
-        self.engine.calls.append(len(self.x))
-        if (self.x == 666.0).any():
-            raise EngineError("poisoned row", fatal=self.engine.fatal)
-        return {"y": self.x * 10}
-
-
 def test_failing_batch_is_bisected_so_only_the_bad_request_fails(redis_url: str, redis_client: redis.Redis) -> None:
-    engine = PoisonEngine()
+    engine = TimesTen()
     xs = {f"ok{i}": np.full((1, 2), i, np.float32) for i in range(7)}
     xs["bad"] = np.full((1, 2), 666.0, np.float32)
     pipe = redis_client.pipeline()
@@ -232,7 +191,7 @@ def test_failing_batch_is_bisected_so_only_the_bad_request_fails(redis_url: str,
     for i in range(7):
         assert replies[f"ok{i}"].status is Status.OK
         np.testing.assert_array_equal(replies[f"ok{i}"].outputs["y"], xs[f"ok{i}"] * 10)
-    assert engine.calls[0] == 8 and len(engine.calls) > 1  # one batch of 8, then the halves
+    assert engine.runs[0][0] == 8 and len(engine.runs) > 1  # one batch of 8, then the halves
     dead = redis_client.xrange(f"{STREAM}:dead")
     assert len(dead) == 1 and b"poisoned" in dead[0][1][b"reason"]
     assert pending(redis_client) == 0
@@ -241,7 +200,7 @@ def test_failing_batch_is_bisected_so_only_the_bad_request_fails(redis_url: str,
 def test_fatal_engine_error_stops_the_worker_and_leaves_entries_pending(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    engine = PoisonEngine(fatal=True)
+    engine = TimesTen(fatal=True)
     send(redis_client, "poison", {"x": np.full((1, 2), 666.0, np.float32)}, request_id="lost-gpu")
     wt = WorkerThread(redis_url, engine=engine, model={"name": "poison"}).start()
     deadline = time.monotonic() + 10
@@ -253,32 +212,16 @@ def test_fatal_engine_error_stops_the_worker_and_leaves_entries_pending(
     assert redis_client.xlen("infer:reply:test") == 0
 
 
-class RecordingEngine(PoisonEngine):
-    """Runs slowly and records the first value of every batch, in execution order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.order: list[float] = []
-        self._slots = [RecordingSlot(self)]
-
-
-class RecordingSlot(PoisonSlot):
-    async def run(self) -> Mapping[str, np.ndarray]:  # type: ignore[override]
-        self.engine.order.append(float(self.x[0, 0]))  # type: ignore[attr-defined]
-        await asyncio.sleep(0.3)
-        return {"y": self.x * 10}
-
-
 def test_higher_priority_requests_run_first(redis_url: str, redis_client: redis.Redis) -> None:
-    engine = RecordingEngine()
+    engine = TimesTen(delay_s=0.3)
     with WorkerThread(redis_url, engine=engine, model={"name": "poison"}, batch={"max_size": 1, "max_queued": 16}):
         send(redis_client, "poison", {"x": np.full((1, 2), 0.0, np.float32)}, request_id="first")
         deadline = time.monotonic() + 5
-        while not engine.order and time.monotonic() < deadline:
+        while not engine.runs and time.monotonic() < deadline:
             time.sleep(0.01)
         # the only slot is busy: these queue up and are ordered by priority, then arrival
         for value, priority in ((1.0, 0), (2.0, 0), (3.0, 5), (4.0, 1)):
             send(redis_client, "poison", {"x": np.full((1, 2), value, np.float32)}, request_id=f"v{value}",
                  priority=priority)  # fmt: skip
         collect(redis_client, 5)
-    assert engine.order == [0.0, 3.0, 4.0, 1.0, 2.0]
+    assert [first for _rows, first in engine.runs] == [0.0, 3.0, 4.0, 1.0, 2.0]
