@@ -322,9 +322,9 @@ class Worker:
                 deadline_s = None if result.deadline_ns is None else now_s + (result.deadline_ns - now_ns) / 1e9
                 self.batcher.add(result, result.signature, result.rows, deadline_s=deadline_s,
                                  priority=result.request.priority)  # fmt: skip
+        self._wakeup.set()  # the dispatcher may form a batch while the rejections are written
         if rejections:
             await self._publish_rejections(rejections)
-        self._wakeup.set()
 
     @staticmethod
     def _timing(entry_id: str, read_ns: int) -> Timing:
