@@ -579,3 +579,20 @@ async def test_static_engine_contexts_run_concurrently_and_correctly(tmp_path: P
             assert_close(spec, inputs, outputs)
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize(
+    ("tweak", "message"),
+    [
+        ({"location": "HOST"}, "host memory"),
+        ({"shape_tensor": True}, "shape tensor"),
+        ({"vectorized_dim": 1}, "vectorized"),
+    ],
+)
+def test_io_tensors_the_backend_cannot_serve_are_refused_at_load(
+    tmp_path: Path, tweak: dict[str, Any], message: str
+) -> None:
+    spec = mlp_spec()
+    spec["inputs"][0].update(tweak)
+    with pytest.raises(ModelError, match=message):
+        make(tmp_path, spec)

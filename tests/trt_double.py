@@ -88,6 +88,11 @@ class TensorIOMode(enum.Enum, metaclass=_GuardedEnumMeta):
     OUTPUT = 2
 
 
+class TensorLocation(enum.Enum, metaclass=_GuardedEnumMeta):
+    DEVICE = 0
+    HOST = 1
+
+
 class DataType(enum.Enum, metaclass=_GuardedEnumMeta):
     FLOAT = 0
     HALF = 1
@@ -350,6 +355,7 @@ class FakeTensorRT(_Guarded):
         self._engines: list[FakeEngine] = []
         self.ILogger = ILogger
         self.TensorIOMode = TensorIOMode
+        self.TensorLocation = TensorLocation
         self.DataType = DataType
         double = self
 
@@ -394,6 +400,17 @@ class FakeEngine(_Guarded):
 
     def get_tensor_dtype(self, name: str) -> DataType:
         return DataType[self._by_name[name][0]["dtype"]]
+
+    # A spec's tensor may say "location": "HOST", "shape_tensor": true or "vectorized_dim": 1 to model
+    # the IO tensors the backend cannot serve.
+    def get_tensor_location(self, name: str) -> TensorLocation:
+        return TensorLocation[self._by_name[name][0].get("location", "DEVICE")]
+
+    def is_shape_inference_io(self, name: str) -> bool:
+        return bool(self._by_name[name][0].get("shape_tensor", False))
+
+    def get_tensor_vectorized_dim(self, name: str) -> int:
+        return int(self._by_name[name][0].get("vectorized_dim", -1))
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._by_name[name][0]["shape"])

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # construction: the contract tests' double rejects any other name, and test_trt_api_surface checks
 # each one against the real TensorRT 11 lean runtime classes.
 TRT_API_USED: Final[dict[str, tuple[str, ...]]] = {
-    "module": ("__version__", "ILogger", "Runtime", "TensorIOMode", "DataType"),
+    "module": ("__version__", "ILogger", "Runtime", "TensorIOMode", "TensorLocation", "DataType"),
     "ILogger": ("log",),
     "Runtime": ("deserialize_cuda_engine", "engine_host_code_allowed"),
     "ICudaEngine": (
@@ -54,6 +54,9 @@ TRT_API_USED: Final[dict[str, tuple[str, ...]]] = {
         "get_tensor_dtype",
         "get_tensor_shape",
         "get_tensor_profile_shape",
+        "get_tensor_location",
+        "is_shape_inference_io",
+        "get_tensor_vectorized_dim",
         "create_execution_context",
     ),
     "IExecutionContext": (
@@ -64,6 +67,7 @@ TRT_API_USED: Final[dict[str, tuple[str, ...]]] = {
         "execute_async_v3",
     ),
     "TensorIOMode": ("INPUT", "OUTPUT"),
+    "TensorLocation": ("DEVICE",),
     "DataType": ("FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8"),
 }
 RUNTIME_MODULES: Final = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")  # in order of preference

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from worker.engines.trt_meta import EngineMetadata, sha256_file, write_metadata
-from worker.errors import ConfigError, ModelError
+from worker.errors import ConfigError, ModelError, WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ def run_build(args: argparse.Namespace) -> int:
     )
     try:
         meta = build_engine(args.onnx, args.output, options)
-    except (ConfigError, ModelError) as exc:
+    except (WorkerError, OSError) as exc:  # config, model, CUDA errors, files that cannot be read or written
         sys.stderr.write(f"build-engine: {exc}\n")
         return 2
     sys.stdout.write(

@@ -125,6 +125,16 @@ def _tensor(trt: Any, engine: Any, name: str, wire: dict[Any, str]) -> TensorInf
         is_input = False
     else:
         raise ModelError(f"tensor {name!r} is neither input nor output")
+    # The backend hands every IO tensor a device buffer in linear row-major layout: refuse what needs
+    # anything else rather than read or write garbage.
+    if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
+        raise ModelError(f"tensor {name!r} lives in host memory: rebuild with all IO tensors on the device")
+    if engine.is_shape_inference_io(name):
+        raise ModelError(f"tensor {name!r} is a shape tensor, which this worker cannot feed")
+    if engine.get_tensor_vectorized_dim(name) != -1:
+        raise ModelError(
+            f"tensor {name!r} has a vectorized format (not linear): rebuild with linear IO formats (the default)"
+        )
     trt_dtype = engine.get_tensor_dtype(name)
     datatype = wire.get(trt_dtype)
     if datatype is None:
