@@ -98,8 +98,11 @@ class ClientConfig:
     default_timeout_s: float | None
     reply_prefix: str
     limits: Limits
+    retries: int = 0  # re-sends of an XADD that met a connection error
 
     def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
         if not self.model:
             raise ValueError("model must be a non-empty string")
         if not self.stream:

@@ -87,11 +87,8 @@ class AsyncClient(ClientInfo):
         on_busy: OnBusy = "raise",
         retries: int = 0,
     ) -> None:
-        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
+        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits, retries)
         self._backpressure = Backpressure(stream, on_busy)
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        self._retries = retries
         self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
         self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
@@ -137,7 +134,7 @@ class AsyncClient(ClientInfo):
                         raise self._backpressure.busy(prepared.request_id, exc) from None
                     await asyncio.sleep(delay)
                 except Exception as exc:
-                    delay = add_retry_delay(exc, failures, self._retries)
+                    delay = add_retry_delay(exc, failures, self._core.config.retries)
                     if delay is None:
                         raise
                     failures += 1
@@ -175,7 +172,7 @@ class AsyncClient(ClientInfo):
                         await self._add(pipe, prepared[i].fields)
                     results = await pipe.execute(raise_on_error=False)
             except BaseException as exc:
-                delay = add_retry_delay(exc, failures, self._retries)
+                delay = add_retry_delay(exc, failures, self._core.config.retries)
                 if delay is not None:
                     failures += 1
                     await asyncio.sleep(delay)

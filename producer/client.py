@@ -92,11 +92,8 @@ class Client(ClientInfo):
         on_busy: OnBusy = "raise",
         retries: int = 0,
     ) -> None:
-        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits)
+        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits, retries)
         self._backpressure = Backpressure(stream, on_busy)
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        self._retries = retries
         self._core: ClientCore[Future[Reply]] = ClientCore(config)
         self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
@@ -164,7 +161,7 @@ class Client(ClientInfo):
                         raise self._backpressure.busy(prepared.request_id, exc) from None
                     time.sleep(delay)
                 except Exception as exc:
-                    delay = add_retry_delay(exc, failures, self._retries)
+                    delay = add_retry_delay(exc, failures, self._core.config.retries)
                     if delay is None:
                         raise
                     failures += 1
@@ -213,7 +210,7 @@ class Client(ClientInfo):
                     self._add(pipe, prepared[i].fields)
                 results = pipe.execute(raise_on_error=False)
             except BaseException as exc:
-                delay = add_retry_delay(exc, failures, self._retries)
+                delay = add_retry_delay(exc, failures, self._core.config.retries)
                 if delay is not None:
                     failures += 1
                     time.sleep(delay)
