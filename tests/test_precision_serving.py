@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import redis
@@ -33,6 +34,11 @@ def test_quantized_model_serves_and_agrees_with_fp32(
         main(["quantize", str(fp32), "-o", str(served), f"--{precision}", "--calibration", str(tmp_path / "calib.npy")])
         == 0
     )
+    model = onnx.load(str(served))
+    if precision == "int8":  # really the quantized model that is served
+        assert any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+    else:
+        assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
     requests = {f"r{i}": inputs(1 + i % 4, seed=100 + i) for i in range(16)}
     with WorkerThread(redis_url, served, batch={"max_size": 8, "max_delay_ms": 20}) as worker:
         assert worker.worker is not None
