@@ -67,6 +67,17 @@ def test_qdq_model_is_parsed_unchanged_strongly_typed_without_calibrator(
     assert meta.precision == "int8"  # detected from the Q/DQ nodes even without --int8
 
 
+def test_asymmetric_u8_model_is_refused_with_the_fix(tmp_path: Path, models: dict[str, Path]) -> None:
+    from worker.errors import ConfigError
+
+    u8 = quantize_model(
+        models["fp32"], tmp_path / "u8.onnx", QuantizeOptions(activations="u8"),
+        load_samples(models["fp32"].parent / "calib.npy", model_inputs(models["fp32"])),
+    ).path  # fmt: skip
+    with pytest.raises(ConfigError, match="--activations s8"):
+        build(tmp_path, u8, RecordingBuilder(), precision="int8")
+
+
 def test_fp16_model_is_built_as_is_without_modelopt(
     tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -202,6 +202,27 @@ def _qdq_precision(onnx_path: Path) -> str | None:
     return "fp8" if any(t in fp8 for t in zero_points) else "int8"
 
 
+def _check_symmetric(onnx_path: Path) -> None:
+    """TensorRT takes only symmetric signed Q/DQ: every zero point 0, no UINT8. ``ConfigError`` otherwise."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = _load_onnx(onnx_path)
+    if model is None:
+        return
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        zero = initializers.get(node.input[2]) if node.op_type in QDQ_OPS and len(node.input) > 2 else None
+        if zero is None:
+            continue
+        if zero.data_type == onnx.TensorProto.UINT8 or np.any(numpy_helper.to_array(zero).astype(np.float32) != 0):
+            raise ConfigError(
+                f"{onnx_path}: {node.op_type} {node.name!r} has an unsigned or non-zero zero point; TensorRT needs "
+                "symmetric INT8 Q/DQ (zero points 0): make the model with `python -m worker quantize --activations s8`"
+            )
+
+
 def _is_fp16(onnx_path: Path) -> bool:
     """True for a model already converted to FP16 (float16 weights or casts to float16 inside)."""
     import onnx
@@ -245,6 +266,7 @@ def _prepare_onnx(trt: Any, onnx_path: Path, opts: BuildOptions, workdir: Path) 
         importlib.import_module("onnx").save(converted, str(out))
         return out, True, None
     if _has_qdq(onnx_path):
+        _check_symmetric(onnx_path)
         return onnx_path, True, None
     if opts.calibration_data is None:
         raise ConfigError(

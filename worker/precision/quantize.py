@@ -5,8 +5,8 @@
 - INT8: ONNX Runtime static quantization in QDQ format: QuantizeLinear/DequantizeLinear pairs around
   every quantized tensor, scales calibrated on representative inputs. This is the *explicit*
   quantization TensorRT 10/11 builds as is (``build-engine --int8``), and what ONNX Runtime's CPU
-  provider fuses into integer kernels. Activations U8 are the x86 fast path (VNNI ``u8 x s8``); S8
-  activations are what TensorRT uses (symmetric), and are slow on ONNX Runtime's CPU provider.
+  provider fuses into integer kernels. Activations U8 (asymmetric) are meant as the x86 fast path
+  (``u8 x s8``); S8 activations are made symmetric (zero point 0), the only form TensorRT accepts.
 - ModelOpt (``tool="modelopt"``, where ``nvidia-modelopt[onnx]`` is installed): its AutoCast (FP16) or
   ONNX PTQ (INT8). Not run in this project: it is not installed here.
 """
@@ -48,7 +48,8 @@ class QuantizeOptions:
     Attributes:
         precision: ``fp16`` or ``int8``.
         per_channel: INT8: one scale per output channel of each weight (better accuracy for convolutions).
-        activations: INT8 activation type: ``u8`` (asymmetric, ONNX Runtime's CPU fast path) or ``s8``.
+        activations: INT8 activation type: ``u8`` (asymmetric, ONNX Runtime's CPU fast path) or ``s8``
+            (symmetric, zero points 0: the form TensorRT builds).
         calibration_method: INT8: how activation ranges are chosen from the calibration data.
         keep_nodes: node names left in float32.
         keep_ops: op types (``Softmax``, ...) left in float32.
@@ -232,6 +233,8 @@ def _int8(source: Path, output: Path, options: QuantizeOptions, calibration: Sam
                 weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=exclude,
                 calibrate_method=methods[options.calibration_method],
+                # S8 is the TensorRT form: symmetric, every zero point 0 (TensorRT refuses others)
+                extra_options={"ActivationSymmetric": options.activations == "s8", "WeightSymmetric": True},
             )  # fmt: skip
         except ConfigError:
             raise
