@@ -150,6 +150,35 @@ def test_fp16_kept_node_keeps_float32_weights(tiny: Path, tmp_path: Path) -> Non
     assert weights["w3"] == onnx.TensorProto.FLOAT and weights["w1"] == onnx.TensorProto.FLOAT16
 
 
+def test_modelopt_gets_the_documented_arguments(
+    tiny: Path, calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ModelOpt is not installed here: a stand-in module records the call (names from its documentation)."""
+    import shutil
+    import sys
+    import types
+
+    calls: dict[str, Any] = {}
+    quantization = types.ModuleType("modelopt.onnx.quantization")
+
+    def fake_quantize(**kw: Any) -> None:
+        calls.update(kw)
+        shutil.copy(kw["onnx_path"], kw["output_path"])
+
+    quantization.quantize = fake_quantize  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.quantization", quantization)
+    samples = load_samples(calib, model_inputs(tiny))
+    options = QuantizeOptions(tool="modelopt", keep_nodes=("fc",), keep_ops=("Softmax",))
+    quantize_model(tiny, tmp_path / "mo.onnx", options, samples)
+    assert calls["quantize_mode"] == "int8" and calls["calibration_method"] == "max"
+    assert calls["nodes_to_exclude"] == ["fc"] and calls["op_types_to_exclude"] == ["Softmax"]
+    assert set(calls["calibration_data"]) == {"x"} and calls["output_path"].endswith(".mo.onnx.tmp")
+    with pytest.raises(ConfigError, match="not percentile"):
+        quantize_model(
+            tiny, tmp_path / "mo.onnx", QuantizeOptions(tool="modelopt", calibration_method="percentile"), samples
+        )
+
+
 # -- bad inputs: one clear error, nothing written ------------------------------------------------------
 
 

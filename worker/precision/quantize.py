@@ -7,8 +7,9 @@
   quantization TensorRT 10/11 builds as is (``build-engine --int8``), and what ONNX Runtime's CPU
   provider fuses into integer kernels. Activations U8 (asymmetric) are meant as the x86 fast path
   (``u8 x s8``); S8 activations are made symmetric (zero point 0), the only form TensorRT accepts.
-- ModelOpt (``tool="modelopt"``, where ``nvidia-modelopt[onnx]`` is installed): its AutoCast (FP16) or
-  ONNX PTQ (INT8). Not run in this project: it is not installed here.
+- ModelOpt (``tool="modelopt"``, where ``nvidia-modelopt[onnx]`` is installed): its AutoCast
+  (``convert_to_mixed_precision``, FP16) or ONNX PTQ (``modelopt.onnx.quantization.quantize``, INT8,
+  symmetric). Written against their documented signatures; not run in this project (not installed here).
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ def _int8(source: Path, output: Path, options: QuantizeOptions, calibration: Sam
 def _modelopt(source: Path, output: Path, options: QuantizeOptions, calibration: Samples | None) -> None:
     import importlib
 
+    if options.precision == "int8" and options.calibration_method == "percentile":
+        raise ConfigError("ModelOpt calibrates INT8 with minmax ('max') or entropy, not percentile")
     module = "modelopt.onnx.autocast" if options.precision == "fp16" else "modelopt.onnx.quantization"
     try:
         modelopt = importlib.import_module(module)
@@ -261,6 +264,7 @@ def _modelopt(source: Path, output: Path, options: QuantizeOptions, calibration:
             low_precision_type="fp16",
             keep_io_types=True,
             nodes_to_exclude=list(options.keep_nodes),
+            op_types_to_exclude=list(options.keep_ops),
         )
         onnx.save(converted, str(output))
         return
@@ -269,7 +273,7 @@ def _modelopt(source: Path, output: Path, options: QuantizeOptions, calibration:
         onnx_path=str(source),
         quantize_mode="int8",
         calibration_data=calibration.inputs,
-        calibration_method=options.calibration_method if options.calibration_method != "minmax" else "max",
+        calibration_method="max" if options.calibration_method == "minmax" else options.calibration_method,
         nodes_to_exclude=list(options.keep_nodes),
         op_types_to_exclude=list(options.keep_ops),
         output_path=str(output),
