@@ -237,8 +237,6 @@ def _int8(source: Path, output: Path, options: QuantizeOptions, calibration: Sam
                 # S8 is the TensorRT form: symmetric, every zero point 0 (TensorRT refuses others)
                 extra_options={"ActivationSymmetric": options.activations == "s8", "WeightSymmetric": True},
             )  # fmt: skip
-        except ConfigError:
-            raise
         except Exception as exc:
             raise ModelError(f"INT8 quantization of {source} failed: {exc}") from exc
 
