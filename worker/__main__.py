@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--backend", choices=["onnxruntime", "tensorrt"])
     info.set_defaults(func=_info)
 
+    from worker.precision.cli import add_precision_parsers
+
+    add_precision_parsers(sub)
     try:
         from worker.engines.trt_build import add_build_parser
     except ImportError:

@@ -10,7 +10,10 @@ removed those flags and builds strongly typed networks only, taking precisions f
 So ``fp16``/``bf16`` set the flag on TensorRT 10 and, on 11, first convert the model with NVIDIA
 ModelOpt AutoCast (inputs/outputs stay FP32). ``int8``/``fp8`` use explicit quantization on both:
 an ONNX model that already has Q/DQ nodes is built as is; otherwise ModelOpt quantizes it with the
-given calibration data first.
+given calibration data first. A model that already carries Q/DQ nodes (``python -m worker quantize
+--int8``) is built as is even without ``--int8``, and a model already converted to FP16 (``quantize
+--fp16``) is built as is with ``--fp16``: strongly typed, no ModelOpt, no implicit INT8 calibrator
+(TensorRT 10 deprecated ``IInt8Calibrator``; 11 removed it and the ``INT8``/``FP16`` builder flags).
 
 Wiring (one line in ``worker/__main__.py``): ``trt_build.add_build_parser(subparsers)``; the parser
 sets ``handler`` to a function taking the parsed namespace and returning an exit code.
@@ -114,6 +117,10 @@ def build_engine(
     onnx_path, output_path = Path(onnx_path), Path(output_path)
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {onnx_path} does not exist")
+    explicit = _qdq_precision(onnx_path)
+    if explicit is not None and opts.precision == "fp32":
+        log.info("%s has Q/DQ nodes: building it as an explicitly quantized %s network", onnx_path, explicit)
+        opts = BuildOptions(**{**_as_dict(opts), "precision": explicit})
     trt = trt_module if trt_module is not None else import_builder()
     gpu_name, capability = _gpu(opts, cuda)
     needed = MIN_COMPUTE_CAPABILITY.get(opts.precision)
@@ -165,11 +172,69 @@ def _gpu(opts: BuildOptions, cuda: Any | None) -> tuple[str, tuple[int, int]]:
         device.close()
 
 
-def _has_qdq(onnx_path: Path) -> bool:
+def _load_onnx(onnx_path: Path) -> Any:
+    """The model without its weights' external data; ``None`` if it does not parse (TensorRT's parser says why)."""
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return any(node.op_type in QDQ_OPS for node in model.graph.node)
+    try:
+        return onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:
+        return None
+
+
+def _has_qdq(onnx_path: Path) -> bool:
+    return _qdq_precision(onnx_path) is not None
+
+
+def _qdq_precision(onnx_path: Path) -> str | None:
+    """``int8``/``fp8`` for a model with Q/DQ nodes (from the zero points' type), ``None`` without."""
+    import onnx
+
+    model = _load_onnx(onnx_path)
+    if model is None:
+        return None
+    quantize = [node for node in model.graph.node if node.op_type in QDQ_OPS]
+    if not quantize:
+        return None
+    types = {init.name: init.data_type for init in model.graph.initializer}
+    fp8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2}
+    zero_points = [types.get(node.input[2]) for node in quantize if len(node.input) > 2]
+    return "fp8" if any(t in fp8 for t in zero_points) else "int8"
+
+
+def _check_symmetric(onnx_path: Path) -> None:
+    """TensorRT takes only symmetric signed Q/DQ: every zero point 0, no UINT8. ``ConfigError`` otherwise."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = _load_onnx(onnx_path)
+    if model is None:
+        return
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        zero = initializers.get(node.input[2]) if node.op_type in QDQ_OPS and len(node.input) > 2 else None
+        if zero is None:
+            continue
+        if zero.data_type == onnx.TensorProto.UINT8 or np.any(numpy_helper.to_array(zero).astype(np.float32) != 0):
+            raise ConfigError(
+                f"{onnx_path}: {node.op_type} {node.name!r} has an unsigned or non-zero zero point; TensorRT needs "
+                "symmetric INT8 Q/DQ (zero points 0): make the model with `python -m worker quantize --activations s8`"
+            )
+
+
+def _is_fp16(onnx_path: Path) -> bool:
+    """True for a model already converted to FP16 (float16 weights or casts to float16 inside)."""
+    import onnx
+
+    model = _load_onnx(onnx_path)
+    if model is None:
+        return False
+    half = onnx.TensorProto.FLOAT16
+    return any(init.data_type == half for init in model.graph.initializer) or any(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)
+        for node in model.graph.node
+    )
 
 
 def _modelopt(module: str) -> Any:
@@ -187,6 +252,8 @@ def _prepare_onnx(trt: Any, onnx_path: Path, opts: BuildOptions, workdir: Path) 
     precision = opts.precision
     if precision == "fp32":
         return onnx_path, False, None
+    if precision == "fp16" and _is_fp16(onnx_path):  # already converted (quantize --fp16): types are in the graph
+        return onnx_path, True, None
     if precision in ("fp16", "bf16"):
         flag = getattr(trt.BuilderFlag, precision.upper(), None)
         if flag is not None:  # TensorRT 10: weak typing
@@ -199,6 +266,7 @@ def _prepare_onnx(trt: Any, onnx_path: Path, opts: BuildOptions, workdir: Path) 
         importlib.import_module("onnx").save(converted, str(out))
         return out, True, None
     if _has_qdq(onnx_path):
+        _check_symmetric(onnx_path)
         return onnx_path, True, None
     if opts.calibration_data is None:
         raise ConfigError(
