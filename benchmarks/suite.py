@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "project" not in skip:
             for n in counts:
                 _part(results, f"project{n}", skip, run_loop, "project", n, server, pid, sizes, logs)
+        if "ideal" not in skip:  # again after: how far the machine drifted while the others ran
+            _part(results, "ideal_after", skip, run_loop, "ideal", 1, server, pid, sizes, logs)
         _flush(server.url)
         _part(results, "arq", skip, run_arq, server.url, sizes["arq"], pid, logs)
         if results.get("arq", 0) is None:

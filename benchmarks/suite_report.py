@@ -49,6 +49,15 @@ def queue_table(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | " + " | ".join(_cell(r, c, measure) for c, _ in cols) + " |")
     for key, label in (("p50_ms", "closed loop p50, ms"), ("p99_ms", "closed loop p99, ms")):
         lines.append(f"| {label} | " + " | ".join(_cell(r, c, "closed8", key, 2) for c, _ in cols) + " |")
+    after = r.get("ideal_after")
+    if after and r.get("ideal"):
+        drift = [
+            f"{m} {_num(after[m]['rps'])} ({100 * (after[m]['rps'] / r['ideal'][m]['rps'] - 1):+.0f}%)"
+            for m, _ in MEASURES
+            if after.get(m) and r["ideal"].get(m) and r["ideal"][m]["rps"]
+        ]
+        lines += ["", "Featureless loop measured again after the others, req/s (drift): " + "; ".join(drift) + "."]
+        lines += ["A large drift means other processes changed the machine's load during the run."]
     lines += ["", "redis-server CPU during each measurement (% of one core):", ""]
     lines += ["| measure | " + " | ".join(name for _, name in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for measure, label in MEASURES:
