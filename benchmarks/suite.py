@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -120,16 +122,19 @@ def _part(results: dict[str, Any], name: str, skip: set[str], fn: Any, *a: Any) 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.e2e import cpu_busy_fraction, machine_info
     from benchmarks.suite_arq import run_arq
 
     sizes = SIZES["quick" if args.quick else "full"]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    results: dict[str, Any] = {"sizes": sizes, "notes": [], "cpu_busy_before": cpu_busy_fraction()}
-    try:
+    results: dict[str, Any] = {"sizes": sizes, "notes": [], "cpu_busy_before": None, "machine": {}}
+    try:  # e2e needs the demo's pillow and onnxruntime: without them the model part says why
+        from benchmarks.e2e import cpu_busy_fraction, machine_info
+
+        results["cpu_busy_before"] = cpu_busy_fraction()
         results["machine"] = machine_info()
-    except ImportError:  # no onnxruntime: the model part will say so
-        results["machine"] = {}
+    except ImportError as exc:
+        results["notes"].append(f"machine info: {exc}")
+        results["machine"] = {"cpus_usable": len(os.sched_getaffinity(0)), "python": platform.python_version()}
     counts = [int(c) for c in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp, EmbeddedRedis() as server:
         logs = Path(tmp)
