@@ -26,10 +26,10 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from producer._common import DEFAULT_STREAM, DEFAULT_URL
 from producer.client import Client
-from producer.codec import TIMING_FIELDS, Reply, Timing
+from producer.core import DEFAULT_STREAM, DEFAULT_URL
 from producer.errors import InferTimeout, InvalidInput, ServerError
+from redis_infer_protocol.codec import TIMING_FIELDS, Reply, Timing
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -19,9 +17,10 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from producer._common import (
+from producer.backpressure import Backpressure, OnBusy
+from producer.core import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_STREAM,
     DEFAULT_URL,
@@ -35,12 +34,12 @@ from producer._common import (
     ClientCore,
     ClientInfo,
     ReplyCursor,
-    add_retry_delay,
     check_binary_responses,
 )
-from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
-from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
 from producer.errors import ClientClosed, InferTimeout
+from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
+from redis_infer_protocol.codec import ParamValue, Reply
+from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -119,31 +118,8 @@ class AsyncClient(ClientInfo):
         )
         future = self._start_reader().create_future()
         self._core.register([prepared], [future])
-        try:
-            await self._refresh_limits()
-            failures = 0  # connection errors, retried up to ``retries`` times
-            for attempt in itertools.count():
-                try:
-                    await self._add(self._redis, prepared.fields)
-                    return future
-                except ResponseError as exc:
-                    delay = self._backpressure.retry_delay(attempt, prepared.deadline)
-                    if not self._backpressure.is_busy(exc):
-                        raise
-                    if delay is None:
-                        raise self._backpressure.busy(prepared.request_id, exc) from None
-                    await asyncio.sleep(delay)
-                except Exception as exc:
-                    delay = add_retry_delay(exc, failures, self._core.config.retries)
-                    if delay is None:
-                        raise
-                    failures += 1
-                    await asyncio.sleep(delay)
-        except BaseException:
-            self._core.discard(prepared.request_id)
-            future.cancel()
-            raise
-        raise AssertionError("unreachable")
+        await self._drive(Submission(self._core, self._backpressure, [prepared], [future], raise_errors=True))
+        return future
 
     async def submit_many(
         self,
@@ -162,44 +138,37 @@ class AsyncClient(ClientInfo):
         loop = self._start_reader()
         futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in prepared]
         self._core.register(prepared, futures)
-        failures = 0
-        todo = list(range(len(prepared)))
-        for attempt in itertools.count():
-            try:
-                await self._refresh_limits()
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for i in todo:
-                        await self._add(pipe, prepared[i].fields)
-                    results = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                delay = add_retry_delay(exc, failures, self._core.config.retries)
-                if delay is not None:
-                    failures += 1
-                    await asyncio.sleep(delay)
+        await self._drive(Submission(self._core, self._backpressure, prepared, futures))
+        return futures
+
+    async def _drive(self, submission: Submission[asyncio.Future[Reply]]) -> None:
+        """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
+        try:
+            while (action := submission.next_action()) is not None:
+                if isinstance(action, Sleep):
+                    await asyncio.sleep(action.seconds)
                     continue
-                for i in todo:
-                    self._core.discard(prepared[i].request_id)
-                    futures[i].cancel()
-                raise
-            todo, delay = self._backpressure.settle(prepared, todo, results, attempt, self._core, futures)
-            if not todo or delay is None:
-                return futures
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                try:
+                    submission.done(action, await self._run(action))
+                except Exception as exc:
+                    submission.failed(exc)
+        except BaseException:
+            submission.abandon()
+            raise
 
-    async def _refresh_limits(self) -> None:
-        if self._backpressure.stale:
-            self._backpressure.update(await self._redis.hget(self._backpressure.limits_key, "max_backlog"))
-
-    async def _add(self, target: Any, fields: dict[str, bytes]) -> None:
-        """Run (client) or queue (pipeline) one XADD, through the backlog check if a limit is published."""
-        stream = self._core.config.stream
-        if self._backpressure.max_backlog:
-            result = target.eval(ADD_SCRIPT, 1, stream, *self._backpressure.script_args(fields))
-        else:
-            result = target.xadd(stream, fields)
-        if inspect.isawaitable(result) and target is self._redis:
-            await result
+    async def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
+        """One round trip."""
+        if isinstance(action, FetchLimits):
+            return await self._redis.hget(action.key, action.field)
+        if isinstance(action, LoadScript):
+            return await self._redis.script_load(action.script)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for add in action.adds:
+                if add.script_args is None:
+                    pipe.xadd(action.stream, add.fields)  # type: ignore[arg-type]
+                else:
+                    pipe.evalsha(action.sha, 1, action.stream, *add.script_args)
+            return await pipe.execute(raise_on_error=False)
 
     async def infer(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -21,9 +20,10 @@ from typing import Any
 
 import numpy as np
 from redis import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from producer._common import (
+from producer.backpressure import Backpressure, OnBusy
+from producer.core import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_STREAM,
     DEFAULT_URL,
@@ -37,12 +37,12 @@ from producer._common import (
     ClientCore,
     ClientInfo,
     ReplyCursor,
-    add_retry_delay,
     check_binary_responses,
 )
-from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
-from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
 from producer.errors import InferError, InferTimeout
+from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
+from redis_infer_protocol.codec import ParamValue, Reply
+from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,6 @@ class Client(ClientInfo):
         self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
         check_binary_responses(self._redis.connection_pool.connection_kwargs)
-        self._add_script = self._redis.register_script(ADD_SCRIPT)
         self._stop = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -131,7 +130,7 @@ class Client(ClientInfo):
             request_id: The request's id; a fresh uuid4 hex by default.
 
         Returns:
-            A future that resolves to the OK :class:`~producer.codec.Reply`, or fails with the
+            A future that resolves to the OK :class:`~redis_infer_protocol.codec.Reply`, or fails with the
             :class:`~producer.errors.ServerError` subclass for its status, with
             :class:`~producer.errors.InferTimeout` at the deadline, or with
             :class:`~producer.errors.ClientClosed` when the client is closed first.
@@ -146,30 +145,8 @@ class Client(ClientInfo):
         )
         future: Future[Reply] = Future()
         self._core.register([prepared], [future])
-        try:
-            self._refresh_limits()
-            failures = 0  # connection errors, retried up to ``retries`` times
-            for attempt in itertools.count():
-                try:
-                    self._add(self._redis, prepared.fields)
-                    return future
-                except ResponseError as exc:
-                    delay = self._backpressure.retry_delay(attempt, prepared.deadline)
-                    if not self._backpressure.is_busy(exc):
-                        raise
-                    if delay is None:
-                        raise self._backpressure.busy(prepared.request_id, exc) from None
-                    time.sleep(delay)
-                except Exception as exc:
-                    delay = add_retry_delay(exc, failures, self._core.config.retries)
-                    if delay is None:
-                        raise
-                    failures += 1
-                    time.sleep(delay)
-        except BaseException:
-            self._core.discard(prepared.request_id)
-            raise
-        raise AssertionError("unreachable")
+        self._drive(Submission(self._core, self._backpressure, [prepared], [future], raise_errors=True))
+        return future
 
     def submit_many(
         self,
@@ -200,31 +177,8 @@ class Client(ClientInfo):
         )
         futures: list[Future[Reply]] = [Future() for _ in prepared]
         self._core.register(prepared, futures)
-        failures = 0
-        todo = list(range(len(prepared)))
-        for attempt in itertools.count():
-            pipe = self._redis.pipeline(transaction=False)
-            try:
-                self._refresh_limits()
-                for i in todo:
-                    self._add(pipe, prepared[i].fields)
-                results = pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                delay = add_retry_delay(exc, failures, self._core.config.retries)
-                if delay is not None:
-                    failures += 1
-                    time.sleep(delay)
-                    continue
-                for i in todo:
-                    self._core.discard(prepared[i].request_id)
-                raise
-            finally:
-                pipe.reset()
-            todo, delay = self._backpressure.settle(prepared, todo, results, attempt, self._core, futures)
-            if not todo or delay is None:
-                return futures
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        self._drive(Submission(self._core, self._backpressure, prepared, futures))
+        return futures
 
     def infer(
         self,
@@ -260,18 +214,37 @@ class Client(ClientInfo):
             raise InferTimeout(f"no reply within {timeout_s:g} s (reply listener stuck?)", timeout_s=timeout_s)
         return future.result().outputs
 
-    def _refresh_limits(self) -> None:
-        if self._backpressure.stale:
-            self._backpressure.update(self._redis.hget(self._backpressure.limits_key, "max_backlog"))
+    def _drive(self, submission: Submission[Future[Reply]]) -> None:
+        """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
+        try:
+            while (action := submission.next_action()) is not None:
+                if isinstance(action, Sleep):
+                    time.sleep(action.seconds)
+                    continue
+                try:
+                    submission.done(action, self._run(action))
+                except Exception as exc:
+                    submission.failed(exc)
+        except BaseException:
+            submission.abandon()
+            raise
 
-    def _add(self, target: Any, fields: dict[str, bytes]) -> None:
-        """Queue or run one XADD on ``target`` (the client or a pipeline), through the backlog check if a
-        limit is published."""
-        stream = self._core.config.stream
-        if self._backpressure.max_backlog:
-            self._add_script(keys=[stream], args=self._backpressure.script_args(fields), client=target)
-        else:
-            target.xadd(stream, fields)
+    def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
+        """One round trip."""
+        if isinstance(action, FetchLimits):
+            return self._redis.hget(action.key, action.field)
+        if isinstance(action, LoadScript):
+            return self._redis.script_load(action.script)
+        pipe = self._redis.pipeline(transaction=False)
+        try:
+            for add in action.adds:
+                if add.script_args is None:
+                    pipe.xadd(action.stream, add.fields)  # type: ignore[arg-type]
+                else:
+                    pipe.evalsha(action.sha, 1, action.stream, *add.script_args)
+            return pipe.execute(raise_on_error=False)
+        finally:
+            pipe.reset()
 
     # ---------------------------------------------------------------------------------- replies
 

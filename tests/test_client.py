@@ -27,7 +27,7 @@ from producer import (
     Status,
     error_for,
 )
-from producer.codec import CodecError, Reply, Request, Timing, decode_request, encode_reply, peek_envelope
+from redis_infer_protocol.codec import CodecError, Reply, Request, Timing, decode_request, encode_reply, peek_envelope
 
 pytestmark = pytest.mark.integration
 
@@ -430,7 +430,7 @@ def test_invalid_input_raises_before_sending(
 
 
 def test_request_too_large_for_limits(redis_url: str, redis_client: redis.Redis) -> None:
-    from producer.codec import Limits
+    from redis_infer_protocol.codec import Limits
 
     with Client(redis_url, model="m", stream=STREAM, limits=Limits(max_body_bytes=1024)) as c:
         with pytest.raises(InvalidInput, match="exceeds"):

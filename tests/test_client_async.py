@@ -25,7 +25,7 @@ from producer import (
     ServerError,
     Status,
 )
-from producer.codec import CodecError, Request, decode_request, encode_reply, peek_envelope
+from redis_infer_protocol.codec import CodecError, Request, decode_request, encode_reply, peek_envelope
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,10 @@
-"""What the sync and async clients share: request preparation, the pending table, reply routing, deadlines.
+"""The sans-IO client core: request preparation, the pending table, reply routing, dedupe, deadlines, backoff.
 
-Nothing here does I/O. The clients own the Redis connection and the reader (a thread or a task); they
-hand every batch of reply-stream entries to :meth:`ClientCore.handle_entries` and call
-:meth:`ClientCore.expire` after every read, so both clients route, count and time out requests the same way.
+Nothing here does I/O and nothing awaits (as in h11 or httpcore). :class:`~producer.client.Client` (threads)
+and :class:`~producer.aio.AsyncClient` (asyncio) are thin shells: they move bytes to and from Redis and
+sleep where the core says. Sending is driven by :class:`producer.submission.Submission`; reading by
+:class:`ReplyCursor`, which hands every batch of reply-stream entries to :meth:`ClientCore.handle_entries`;
+after every read the shell calls :meth:`ClientCore.expire`. A fix here lands in both clients.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import heapq
 import logging
 import math
+import random
 import threading
 import time
 import uuid
@@ -25,22 +28,16 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.codec import (
-    CodecError,
-    Limits,
-    ParamValue,
-    Reply,
-    Status,
-    decode_reply,
-    encode_request,
-)
 from producer.errors import ClientClosed, InferTimeout, InvalidInput, error_for
+from redis_infer_protocol import keys, validation
+from redis_infer_protocol.codec import CodecError, ParamValue, Reply, Status, decode_reply, encode_request
+from redis_infer_protocol.limits import Limits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
-DEFAULT_STREAM: Final = "infer:requests"
-DEFAULT_REPLY_PREFIX: Final = "infer:reply:"
+DEFAULT_STREAM: Final = keys.DEFAULT_STREAM
+DEFAULT_REPLY_PREFIX: Final = keys.DEFAULT_REPLY_PREFIX
 
 # A client opened from a URL uses a blocking pool of this size: more concurrent calls wait for a free
 # connection (up to POOL_TIMEOUT_S) instead of failing with "Too many connections".
@@ -52,26 +49,29 @@ BACKOFF_FIRST_S: Final = 0.05
 BACKOFF_MAX_S: Final = 1.0
 STOP_TIMEOUT_S: Final = 5.0  # how long close() waits for the reader before giving up on it
 RESULT_GRACE_S: Final = 5.0  # infer() waits this long past the deadline if the reader has not failed the request
-MAX_REQUEST_ID_BYTES: Final = 128  # what codec.decode_request accepts
-MAX_REPLY_TO_BYTES: Final = 256
 REMEMBER_FINISHED: Final = 10_000  # finished request ids kept to tell duplicate replies from late ones
 # close() adds an entry with this field to its own reply stream: it wakes the blocked XREAD at once,
 # where waiting out BLOCK would take up to 1/hz s more (Redis checks blocking timeouts at ``hz``).
 WAKE_FIELD: Final = b"wake"
+REPLY_ID_CHARS: Final = 32  # hex digits after reply_prefix in a reply stream key
 
 _INVALID_STATE: Final = (FuturesInvalidStateError, asyncio.InvalidStateError)
 _TRANSIENT: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
-def add_retry_delay(error: BaseException, attempt: int, retries: int) -> float | None:
-    """Seconds to wait before re-sending requests whose XADD met ``error``, or None to give up.
+def backoff_s(attempt: int, *, first_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S) -> float:
+    """Jittered exponential backoff ("equal jitter"): half of ``min(max_s, first_s * 2**attempt)``, plus up to half.
 
-    Only connection errors are retried, ``retries`` times, with the same request ids: if a failed XADD
-    had in fact reached Redis, the request runs twice and the client drops the second reply.
+    The one backoff of the SDK: re-sends after a connection error, busy retries and reply-read retries. Never
+    zero, so a retry loop cannot spin; jittered, so clients that failed together do not retry together.
     """
-    if not isinstance(error, _TRANSIENT) or attempt >= retries:
-        return None
-    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt))
+    cap = min(max_s, first_s * 2 ** min(attempt, 32))
+    return float(cap / 2 + random.uniform(0, cap / 2))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error is a lost or timed-out connection, worth retrying."""
+    return isinstance(error, _TRANSIENT)
 
 
 @dataclass(slots=True)
@@ -109,8 +109,7 @@ class ClientConfig:
             raise ValueError("stream must be a non-empty string")
         if self.default_timeout_s is not None and not _positive_finite(self.default_timeout_s):
             raise ValueError(f"default_timeout_s must be positive and finite, got {self.default_timeout_s!r}")
-        if len(self.reply_prefix.encode()) + 32 > MAX_REPLY_TO_BYTES:
-            raise ValueError(f"reply_prefix is too long: a reply_to key holds at most {MAX_REPLY_TO_BYTES} bytes")
+        validation.check_reply_prefix(self.reply_prefix, REPLY_ID_CHARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +134,8 @@ class ReplyFuture(Protocol):
     def set_exception(self, exception: BaseException, /) -> None: ...
 
     def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+    def cancel(self) -> bool: ...
 
 
 F = TypeVar("F", bound=ReplyFuture)
@@ -241,15 +242,17 @@ class ClientCore(Generic[F]):
     ) -> PreparedRequest:
         """Validate and encode one request. Raises InvalidInput; nothing is sent."""
         limits = self.config.limits
-        rid = new_request_id() if request_id is None else _checked_request_id(request_id)
         timeout_s = self.config.default_timeout_s if timeout is None else timeout
         if timeout_s is not None and not _positive_finite(timeout_s):
             raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout_s!r}")
-        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
-            raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
-        _check_inputs(inputs, limits)
-        _check_parameters(parameters, limits)
-        _check_outputs(outputs, limits)
+        try:
+            rid = new_request_id() if request_id is None else validation.check_request_id(request_id)
+            validation.check_priority(priority)
+            validation.check_inputs(inputs, limits)
+            validation.check_parameters(parameters, limits)
+            validation.check_outputs(outputs, limits)
+        except CodecError as exc:
+            raise InvalidInput(str(exc)) from exc
         try:
             fields = encode_request(
                 rid,
@@ -264,12 +267,12 @@ class ClientCore(Generic[F]):
             )
         except (CodecError, ValueError, TypeError, OverflowError) as exc:  # msgpack/numpy raise the latter
             raise InvalidInput(f"cannot encode request: {exc}") from exc
-        if len(fields["body"]) > limits.max_body_bytes:
-            raise InvalidInput(
-                f"request body of {len(fields['body'])} bytes exceeds the limit of {limits.max_body_bytes}"
-            )
+        try:
+            validation.check_body_size(fields["body"], limits)
+        except CodecError as exc:
+            raise InvalidInput(str(exc)) from exc
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return PreparedRequest(rid, fields, timeout_s, deadline)
+        return PreparedRequest(request_id=rid, fields=fields, timeout_s=timeout_s, deadline=deadline)
 
     def prepare_many(
         self,
@@ -441,11 +444,11 @@ class ReplyCursor:
         self._core = core
         self.last_id: bytes = b"0-0"
         self.to_delete: list[bytes] = []
-        self._backoff_s = BACKOFF_FIRST_S
+        self._failures = 0  # consecutive failed reads
 
     def consumed(self, response: Any) -> None:
         """Handle a read's response: route the replies, remember them for deletion, reset the backoff."""
-        self._backoff_s = BACKOFF_FIRST_S
+        self._failures = 0
         entries = stream_entries(response)
         self.to_delete = self._core.handle_entries(entries)
         if entries:
@@ -454,67 +457,14 @@ class ReplyCursor:
     def failed(self, exc: Exception) -> float:
         """Count and log a failed read. Returns how long to wait before the next one."""
         self._core.count_read_error()
-        delay, self._backoff_s = self._backoff_s, min(BACKOFF_MAX_S, self._backoff_s * 2)
+        delay = backoff_s(self._failures)
+        self._failures += 1
         key = self._core.reply_key
         if isinstance(exc, _TRANSIENT):
             log.warning("reading replies from %s failed (%s); retrying in %.2f s", key, exc, delay)
         else:  # a bug or a clobbered key: keep going so pending requests still time out, but say it loudly
             log.error("unexpected error reading replies from %s; retrying in %.2f s", key, delay, exc_info=exc)
         return delay
-
-
-# The checks below mirror what codec.decode_request accepts, so that a request a worker would reject as
-# MALFORMED or TOO_LARGE fails here, before it is sent.
-
-
-def _check_inputs(inputs: Any, limits: Limits) -> None:
-    if not isinstance(inputs, Mapping):
-        raise InvalidInput(f"inputs must be a mapping of name to array, got {type(inputs).__name__}")
-    if len(inputs) > limits.max_tensors:
-        raise InvalidInput(f"{len(inputs)} inputs exceed the limit of {limits.max_tensors}")
-    for name in inputs:
-        _check_name(name, "input name", limits)
-
-
-def _check_parameters(parameters: Mapping[str, Any] | None, limits: Limits) -> None:
-    if parameters is None:
-        return
-    if not isinstance(parameters, Mapping) or len(parameters) > limits.max_parameters:
-        raise InvalidInput(f"parameters must be a mapping of at most {limits.max_parameters} entries")
-    for key, value in parameters.items():
-        _check_name(key, "parameter name", limits)
-        if isinstance(value, str):
-            if len(value) > limits.max_string_bytes:
-                raise InvalidInput(f"parameter {key!r} is longer than {limits.max_string_bytes} characters")
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidInput(f"parameter {key!r} must be finite, got {value}")
-        elif not isinstance(value, int):  # bool is an int
-            raise InvalidInput(f"parameter {key!r} must be a str, int, float or bool, got {type(value).__name__}")
-
-
-def _check_outputs(outputs: Sequence[str] | None, limits: Limits) -> None:
-    if outputs is None:
-        return
-    if isinstance(outputs, str | bytes) or len(outputs) > limits.max_tensors:
-        raise InvalidInput(f"outputs must be a sequence of at most {limits.max_tensors} names")
-    for name in outputs:
-        _check_name(name, "output name", limits)
-
-
-def _check_name(name: Any, what: str, limits: Limits) -> None:
-    if not isinstance(name, str):
-        raise InvalidInput(f"{what} must be a string, got {type(name).__name__}")
-    if len(name) > limits.max_name_bytes:
-        raise InvalidInput(f"{what} {name[:32]!r}... is longer than {limits.max_name_bytes} characters")
-
-
-def _checked_request_id(request_id: str) -> str:
-    if not isinstance(request_id, str) or not request_id:
-        raise InvalidInput(f"request_id must be a non-empty string, got {request_id!r}")
-    if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
-        raise InvalidInput(f"request_id is longer than {MAX_REQUEST_ID_BYTES} bytes")
-    return request_id
 
 
 class ClientInfo:
