@@ -51,8 +51,11 @@ def doubler(request: Request, entry_id: bytes = b"0-0") -> list[dict[str, bytes]
 class FakeWorker:
     """A stand-in for the real worker: a thread that answers every request with ``handler(request)``.
 
-    It stops on an event checked between reads (XREADGROUP blocks 50 ms at most), never by cancelling
-    anything inside the Redis client.
+    It stops on an event checked between reads (XREADGROUP blocks 50 ms at most), never by cancelling a
+    task inside the Redis client: redis.asyncio sends every command through ``asyncio.wait_for``, which on
+    Python 3.11 drops a cancel that lands as the send completes (CPython gh-86296, fixed in 3.12). The
+    async suite's old fake worker was a task stopped that way; now and then its loop went on reading and
+    the test hung until its bound (the flaky ``test_aclose_fails_pending_and_deletes_reply_stream``).
     """
 
     def __init__(self, url: str, handler: Handler = doubler) -> None:

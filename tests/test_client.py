@@ -148,7 +148,10 @@ def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Driver
 
 
 class SpyRedis(redis.Redis):
-    """Counts XADDs sent one by one and XADDs sent per pipeline."""
+    """Counts XADDs sent one by one and XADDs sent per pipeline; the first ``fail_sends`` pipelines of XADDs
+    fail as if the connection dropped (before reaching Redis)."""
+
+    fail_sends = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -166,6 +169,9 @@ class SpyRedis(redis.Redis):
 
         def spied_execute(raise_on_error: bool = True) -> list[Any]:
             xadds = sum(1 for args, _ in pipe.command_stack if args[0] == "XADD")
+            if xadds and self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
             if xadds:
                 self.pipelined_xadds.append(xadds)
             return execute(raise_on_error)
@@ -176,6 +182,8 @@ class SpyRedis(redis.Redis):
 
 class AsyncSpyRedis(aioredis.Redis):
     """SpyRedis for the async client."""
+
+    fail_sends = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -193,6 +201,9 @@ class AsyncSpyRedis(aioredis.Redis):
 
         async def spied_execute(raise_on_error: bool = True) -> list[Any]:
             xadds = sum(1 for command in pipe.command_stack if command[0][0] == "XADD")
+            if xadds and self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
             if xadds:
                 self.pipelined_xadds.append(xadds)
             return await execute(raise_on_error)
@@ -253,6 +264,22 @@ def test_submit_many_sends_one_pipeline(
     assert [r.id for r in replies] == [f"r{i}" for i in range(50)]
     for x, reply in zip(xs, replies, strict=True):
         np.testing.assert_array_equal(reply.outputs["y"], x * 2)
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_connection_errors_are_retried_with_the_same_request(
+    worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str, retries: int
+) -> None:
+    spy_cls = type("FailTwice", (SpyRedis if kind == "sync" else AsyncSpyRedis,), {"fail_sends": 2})
+    c = make_client(url=None, retries=retries, redis=own_redis(kind, redis_url, spy_cls))
+    if retries == 0:
+        with pytest.raises(redis.ConnectionError):
+            c.submit({"x": np.ones(1)}, request_id="r")
+        assert c.pending == 0
+        return
+    assert c.submit({"x": np.ones(1)}, request_id="r").result(WAIT_S).id == "r"
+    assert spy_of(c).pipelined_xadds == [1]  # two failed sends, then the one that reached Redis
+    assert [r.id for r in worker.received] == ["r"]
 
 
 def test_failed_xadd_fails_only_that_request(client: Driver, redis_client: redis.Redis) -> None:
