@@ -86,7 +86,15 @@ class AsyncClient(ClientInfo):
         on_busy: OnBusy = "raise",
         retries: int = 0,
     ) -> None:
-        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits, retries)
+        config = ClientConfig(
+            model=model,
+            stream=stream,
+            model_version=model_version,
+            default_timeout_s=default_timeout_s,
+            reply_prefix=reply_prefix,
+            limits=limits,
+            retries=retries,
+        )
         self._backpressure = Backpressure(stream, on_busy)
         self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
         self._owns_redis = redis is None

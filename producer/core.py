@@ -164,7 +164,15 @@ def check_binary_responses(connection_kwargs: Mapping[str, Any]) -> None:
         raise ValueError("the Redis client must be created with decode_responses=False")
 
 
-def stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One entry of a reply stream, as XREAD returns it."""
+
+    entry_id: bytes
+    fields: Mapping[bytes, bytes]
+
+
+def stream_entries(response: Any) -> list[StreamEntry]:
     """The entries of an XREAD response for one stream, RESP2 (list) or RESP3 (map) shaped."""
     if not response:
         return []
@@ -172,10 +180,10 @@ def stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
         batches = [v[0] if v and isinstance(v[0], list) else v for v in response.values()]
     else:  # RESP2: [[key, [entry, ...]]]
         batches = [item[1] for item in response]
-    return [(entry_id, fields) for batch in batches for entry_id, fields in batch]
+    return [StreamEntry(entry_id, fields) for batch in batches for entry_id, fields in batch]
 
 
-def settle(future: ReplyFuture, reply: Reply) -> None:
+def resolve(future: ReplyFuture, reply: Reply) -> None:
     """Resolve a future with a reply: its result if OK, else the typed ServerError."""
     if reply.status is not Status.OK:
         fail(future, error_for(reply))
@@ -342,22 +350,22 @@ class ClientCore(Generic[F]):
 
     # ---------------------------------------------------------------------------------- replies
 
-    def handle_entries(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[bytes]:
+    def handle_entries(self, entries: Sequence[StreamEntry]) -> list[bytes]:
         """Decode reply entries and resolve their futures. Returns the entry ids, to be XDELed."""
-        for entry_id, fields in entries:
-            if WAKE_FIELD in fields:
+        for entry in entries:
+            if WAKE_FIELD in entry.fields:
                 continue
             try:
-                reply = decode_reply(fields, self.config.limits)
+                reply = decode_reply(entry.fields, self.config.limits)
             except CodecError as exc:
                 with self._lock:
                     self._stats.undecodable_replies += 1
-                log.warning("dropping undecodable reply %s on %s: %s", entry_id, self.reply_key, exc)
+                log.warning("dropping undecodable reply %s on %s: %s", entry.entry_id, self.reply_key, exc)
                 continue
             future = self._route(reply)
             if future is not None:
-                settle(future, reply)
-        return [entry_id for entry_id, _ in entries]
+                resolve(future, reply)
+        return [entry.entry_id for entry in entries]
 
     def _route(self, reply: Reply) -> F | None:
         with self._lock:
@@ -452,7 +460,7 @@ class ReplyCursor:
         entries = stream_entries(response)
         self.to_delete = self._core.handle_entries(entries)
         if entries:
-            self.last_id = entries[-1][0]
+            self.last_id = entries[-1].entry_id
 
     def failed(self, exc: Exception) -> float:
         """Count and log a failed read. Returns how long to wait before the next one."""

@@ -23,7 +23,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "TIMING_FIELDS",
     "CodecError",
+    "Envelope",
     "Limits",
     "ParamValue",
     "Parameters",
@@ -350,15 +351,26 @@ def _text_field(fields: Mapping[Any, Any], key: str, max_bytes: int) -> str:
         raise CodecError(f"field {key!r} is not UTF-8") from None
 
 
-def peek_envelope(fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
-    """Best-effort (id, reply_to) of an entry, for answering one whose body cannot be decoded."""
-    out: list[str | None] = []
-    for key, limit in (("id", MAX_REQUEST_ID_BYTES), ("reply_to", MAX_REPLY_TO_BYTES)):
-        try:
-            out.append(_text_field(fields, key, limit) or None)
-        except CodecError:
-            out.append(None)
-    return out[0], out[1]
+class Envelope(NamedTuple):
+    """The plain fields of a request entry, readable when its body is not.
+
+    A NamedTuple rather than a dataclass so that ``request_id, reply_to = peek_envelope(...)`` keeps working.
+    """
+
+    request_id: str | None
+    reply_to: str | None
+
+
+def peek_envelope(fields: Mapping[Any, Any]) -> Envelope:
+    """Best-effort id and reply_to of an entry, for answering one whose body cannot be decoded."""
+    return Envelope(_peek(fields, "id", MAX_REQUEST_ID_BYTES), _peek(fields, "reply_to", MAX_REPLY_TO_BYTES))
+
+
+def _peek(fields: Mapping[Any, Any], key: str, max_bytes: int) -> str | None:
+    try:
+        return _text_field(fields, key, max_bytes) or None
+    except CodecError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------ requests
