@@ -17,26 +17,23 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from producer.backpressure import Backpressure, OnBusy
+from producer.backpressure import OnBusy
 from producer.core import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_STREAM,
     DEFAULT_URL,
     MAX_CONNECTIONS,
     POOL_TIMEOUT_S,
-    READ_COUNT,
     RESULT_GRACE_S,
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
-    ClientCore,
-    ClientInfo,
     ReplyCursor,
-    check_binary_responses,
 )
 from producer.errors import ClientClosed, InferTimeout
+from producer.shell import ClientShell
 from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
 from redis_infer_protocol.codec import ParamValue, Reply
 from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
@@ -44,7 +41,7 @@ from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger(__name__)
 
 
-class AsyncClient(ClientInfo):
+class AsyncClient(ClientShell[asyncio.Future[Reply]]):
     """An asyncio client for the inference worker; use it from one event loop.
 
     Each instance owns a private reply stream read by a background task, started by the first
@@ -95,11 +92,8 @@ class AsyncClient(ClientInfo):
             limits=limits,
             retries=retries,
         )
-        self._backpressure = Backpressure(stream, on_busy)
-        self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
-        self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
-        check_binary_responses(self._redis.connection_pool.connection_kwargs)
+        super().__init__(config, on_busy, self._redis, owns_redis=redis is None)
         self._stop = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -125,8 +119,7 @@ class AsyncClient(ClientInfo):
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
         future = self._start_reader().create_future()
-        self._core.register([prepared], [future])
-        await self._drive(Submission(self._core, self._backpressure, [prepared], [future], raise_errors=True))
+        await self._drive(self._submission([prepared], [future], raise_errors=True))
         return future
 
     async def submit_many(
@@ -145,8 +138,7 @@ class AsyncClient(ClientInfo):
         )
         loop = self._start_reader()
         futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in prepared]
-        self._core.register(prepared, futures)
-        await self._drive(Submission(self._core, self._backpressure, prepared, futures))
+        await self._drive(self._submission(prepared, futures))
         return futures
 
     async def _drive(self, submission: Submission[asyncio.Future[Reply]]) -> None:
@@ -170,12 +162,13 @@ class AsyncClient(ClientInfo):
             return await self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return await self._redis.script_load(action.script)
+        if len(action.adds) == 1:  # a plain command: redis-py reconnects a dropped connection for it
+            try:
+                return [await self._add(self._redis, action, action.adds[0])]
+            except ResponseError as exc:  # an answer, as in a pipeline's results
+                return [exc]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for add in action.adds:
-                if add.script_args is None:
-                    pipe.xadd(action.stream, add.fields)  # type: ignore[arg-type]
-                else:
-                    pipe.evalsha(action.sha, 1, action.stream, *add.script_args)
+            self._queue_round(pipe, action)
             return await pipe.execute(raise_on_error=False)
 
     async def infer(
@@ -195,7 +188,7 @@ class AsyncClient(ClientInfo):
         future = await self.submit(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
-        timeout_s = self._core.config.default_timeout_s if timeout is None else timeout
+        timeout_s = self._result_timeout_s(timeout)
         # The reader fails the future at its deadline; the grace only matters if the reader is stuck.
         try:
             done, _ = await asyncio.wait([future], timeout=None if timeout_s is None else timeout_s + RESULT_GRACE_S)
@@ -232,14 +225,10 @@ class AsyncClient(ClientInfo):
         log.debug("reply reader stopped on %s", self.reply_stream)
 
     async def _read(self, cursor: ReplyCursor) -> Any:
-        key = self._core.reply_key
-        block_ms = self._core.block_ms()
         if not cursor.to_delete:
-            return await self._redis.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
-        # Delete what the last read consumed in the same round trip as the next read.
+            return await self._redis.xread(**self._read_args(cursor))
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xdel(key, *cursor.to_delete)
-            pipe.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+            self._queue_read(pipe, cursor)
             _, response = await pipe.execute()
         return response
 

@@ -20,26 +20,23 @@ from typing import Any
 
 import numpy as np
 from redis import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from producer.backpressure import Backpressure, OnBusy
+from producer.backpressure import OnBusy
 from producer.core import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_STREAM,
     DEFAULT_URL,
     MAX_CONNECTIONS,
     POOL_TIMEOUT_S,
-    READ_COUNT,
     RESULT_GRACE_S,
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
-    ClientCore,
-    ClientInfo,
     ReplyCursor,
-    check_binary_responses,
 )
 from producer.errors import InferError, InferTimeout
+from producer.shell import ClientShell
 from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
 from redis_infer_protocol.codec import ParamValue, Reply
 from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
@@ -47,7 +44,7 @@ from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger(__name__)
 
 
-class Client(ClientInfo):
+class Client(ClientShell[Future[Reply]]):
     """A blocking client for the inference worker, safe to share between threads.
 
     Each instance owns a private reply stream (``reply_prefix`` + a random hex id) that a background
@@ -101,11 +98,8 @@ class Client(ClientInfo):
             limits=limits,
             retries=retries,
         )
-        self._backpressure = Backpressure(stream, on_busy)
-        self._core: ClientCore[Future[Reply]] = ClientCore(config)
-        self._owns_redis = redis is None
         self._redis: Redis = _open(url) if redis is None else redis
-        check_binary_responses(self._redis.connection_pool.connection_kwargs)
+        super().__init__(config, on_busy, self._redis, owns_redis=redis is None)
         self._stop = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -152,8 +146,7 @@ class Client(ClientInfo):
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
         future: Future[Reply] = Future()
-        self._core.register([prepared], [future])
-        self._drive(Submission(self._core, self._backpressure, [prepared], [future], raise_errors=True))
+        self._drive(self._submission([prepared], [future], raise_errors=True))
         return future
 
     def submit_many(
@@ -184,8 +177,7 @@ class Client(ClientInfo):
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_ids=request_ids
         )
         futures: list[Future[Reply]] = [Future() for _ in prepared]
-        self._core.register(prepared, futures)
-        self._drive(Submission(self._core, self._backpressure, prepared, futures))
+        self._drive(self._submission(prepared, futures))
         return futures
 
     def infer(
@@ -214,7 +206,7 @@ class Client(ClientInfo):
         future = self.submit(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
-        timeout_s = self._core.config.default_timeout_s if timeout is None else timeout
+        timeout_s = self._result_timeout_s(timeout)
         # The listener fails the future at its deadline; the grace only matters if the listener is stuck.
         done, _ = concurrent.futures.wait([future], None if timeout_s is None else timeout_s + RESULT_GRACE_S)
         if not done:
@@ -243,13 +235,14 @@ class Client(ClientInfo):
             return self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return self._redis.script_load(action.script)
+        if len(action.adds) == 1:  # a plain command: redis-py reconnects a dropped connection for it
+            try:
+                return [self._add(self._redis, action, action.adds[0])]
+            except ResponseError as exc:  # an answer, as in a pipeline's results
+                return [exc]
         pipe = self._redis.pipeline(transaction=False)
         try:
-            for add in action.adds:
-                if add.script_args is None:
-                    pipe.xadd(action.stream, add.fields)  # type: ignore[arg-type]
-                else:
-                    pipe.evalsha(action.sha, 1, action.stream, *add.script_args)
+            self._queue_round(pipe, action)
             return pipe.execute(raise_on_error=False)
         finally:
             pipe.reset()
@@ -271,14 +264,10 @@ class Client(ClientInfo):
         log.debug("reply listener stopped on %s", key)
 
     def _read(self, cursor: ReplyCursor) -> Any:
-        key = self._core.reply_key
-        block_ms = self._core.block_ms()
         if not cursor.to_delete:
-            return self._redis.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
-        # Delete what the last read consumed in the same round trip as the next read.
+            return self._redis.xread(**self._read_args(cursor))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xdel(key, *cursor.to_delete)
-        pipe.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+        self._queue_read(pipe, cursor)
         try:
             _, response = pipe.execute()
         finally:

@@ -158,12 +158,6 @@ def new_reply_key(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex}"
 
 
-def check_binary_responses(connection_kwargs: Mapping[str, Any]) -> None:
-    """Refuse a Redis client that decodes responses: reply bodies are binary msgpack."""
-    if connection_kwargs.get("decode_responses"):
-        raise ValueError("the Redis client must be created with decode_responses=False")
-
-
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
     """One entry of a reply stream, as XREAD returns it."""
@@ -473,35 +467,3 @@ class ReplyCursor:
         else:  # a bug or a clobbered key: keep going so pending requests still time out, but say it loudly
             log.error("unexpected error reading replies from %s; retrying in %.2f s", key, delay, exc_info=exc)
         return delay
-
-
-class ClientInfo:
-    """Read-only facts about a client, shared by :class:`~producer.client.Client` and
-    :class:`~producer.aio.AsyncClient` (both keep their :class:`ClientCore` in ``_core``)."""
-
-    _core: ClientCore[Any]
-
-    @property
-    def model(self) -> str:
-        """The model requests ask for."""
-        return self._core.config.model
-
-    @property
-    def stream(self) -> str:
-        """The request stream."""
-        return self._core.config.stream
-
-    @property
-    def reply_stream(self) -> str:
-        """This client's private reply stream key."""
-        return self._core.reply_key
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of this client's counters."""
-        return self._core.stats
-
-    @property
-    def pending(self) -> int:
-        """How many requests are waiting for a reply."""
-        return self._core.pending_count

@@ -148,8 +148,8 @@ def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Driver
 
 
 class SpyRedis(redis.Redis):
-    """Counts XADDs sent one by one and XADDs sent per pipeline; the first ``fail_sends`` pipelines of XADDs
-    fail as if the connection dropped (before reaching Redis)."""
+    """Counts XADDs sent one by one and XADDs sent per pipeline; the first ``fail_sends`` sends of XADDs (one
+    by one or a pipeline of them) fail as if the connection dropped before reaching Redis."""
 
     fail_sends = 0
 
@@ -161,6 +161,9 @@ class SpyRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if args[0] == "XADD":
             self.direct_xadds += 1
+            if self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
         return super().execute_command(*args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -193,6 +196,9 @@ class AsyncSpyRedis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if args[0] == "XADD":
             self.direct_xadds += 1
+            if self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
         return await super().execute_command(*args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -278,8 +284,12 @@ def test_connection_errors_are_retried_with_the_same_request(
         assert c.pending == 0
         return
     assert c.submit({"x": np.ones(1)}, request_id="r").result(WAIT_S).id == "r"
-    assert spy_of(c).pipelined_xadds == [1]  # two failed sends, then the one that reached Redis
+    assert spy_of(c).direct_xadds == 3  # two failed sends, then the one that reached Redis
     assert [r.id for r in worker.received] == ["r"]
+    spy_of(c).fail_sends = 1  # and a pipeline of them
+    futures = c.submit_many([{"x": np.ones(1)}] * 2, request_ids=["m1", "m2"])
+    assert [f.result(WAIT_S).id for f in futures] == ["m1", "m2"]
+    assert spy_of(c).pipelined_xadds == [2]
 
 
 def test_failed_xadd_fails_only_that_request(client: Driver, redis_client: redis.Redis) -> None:
