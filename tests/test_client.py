@@ -34,6 +34,7 @@ from producer import (
     Status,
     error_for,
 )
+from redis_infer_protocol import keys
 from redis_infer_protocol.codec import Reply, Request, encode_reply
 from redis_infer_protocol.limits import Limits
 from tests.client_drivers import KINDS, STREAM, WAIT_S, Driver, FakeWorker, Kind, doubler
@@ -290,6 +291,30 @@ def test_connection_errors_are_retried_with_the_same_request(
     futures = c.submit_many([{"x": np.ones(1)}] * 2, request_ids=["m1", "m2"])
     assert [f.result(WAIT_S).id for f in futures] == ["m1", "m2"]
     assert spy_of(c).pipelined_xadds == [2]
+
+
+def test_backlog_limit_raises_busy_and_adds_nothing(make_client: MakeClient, redis_client: redis.Redis) -> None:
+    redis_client.hset(keys.limits_key(STREAM), "max_backlog", 2)
+    c = make_client()
+    c.submit({"x": np.ones(1)}, request_id="a")
+    with pytest.raises(Busy, match="BACKLOG"):
+        c.submit_many([{"x": np.ones(1)}] * 3, request_ids=["b", "c", "d"])[2].result(WAIT_S)
+    with pytest.raises(Busy) as caught:
+        c.submit({"x": np.ones(1)}, request_id="e")
+    assert (caught.value.status, caught.value.request_id) == (Status.BUSY, "e")
+    assert redis_client.xlen(STREAM) == 2
+    assert c.pending == 2  # "a" and "b" were added; "c", "d" and "e" are forgotten
+
+
+def test_wait_mode_gives_up_at_the_deadline(make_client: MakeClient, redis_client: redis.Redis) -> None:
+    redis_client.hset(keys.limits_key(STREAM), "max_backlog", 1)
+    c = make_client(on_busy="wait")
+    c.submit({"x": np.ones(1)})
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        c.submit({"x": np.ones(1)}, timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    assert (redis_client.xlen(STREAM), c.pending) == (1, 1)
 
 
 def test_failed_xadd_fails_only_that_request(client: Driver, redis_client: redis.Redis) -> None:
