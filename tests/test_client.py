@@ -430,11 +430,17 @@ def test_listener_survives_garbage_replies(worker: FakeWorker, client: Driver, r
     assert redis_client.xlen(client.reply_stream) <= 1
 
 
-def test_listener_survives_lost_connection(worker: FakeWorker, client: Driver, redis_client: redis.Redis) -> None:
+def test_listener_survives_lost_connection(
+    worker: FakeWorker, make_client: MakeClient, redis_client: redis.Redis
+) -> None:
+    # retries: a send on a pooled connection that Redis is closing fails, and with the default retries=0
+    # reaches the caller (documented); the test is about the listener, which always retries its reads.
+    client = make_client(retries=2)
     client.infer({"x": np.ones(1)})
     killed = redis_client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
     np.testing.assert_array_equal(client.infer({"x": np.ones(1)})["y"], [2])
+    assert client.stats.read_errors >= 1
 
 
 def test_listener_backs_off_and_recovers_from_read_errors(
