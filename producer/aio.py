@@ -162,7 +162,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
             return await self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return await self._redis.script_load(action.script)
-        if len(action.adds) == 1:  # a plain command: redis-py reconnects a dropped connection for it
+        if len(action.adds) == 1:  # one request: a plain command, as the clients always sent it
             try:
                 return [await self._add(self._redis, action, action.adds[0])]
             except ResponseError as exc:  # an answer, as in a pipeline's results
