@@ -25,8 +25,8 @@ test: venv model
 	$(PY) -m pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check worker producer tests demo benchmarks
-	$(VENV)/bin/ruff format --check worker producer tests demo benchmarks
+	$(VENV)/bin/ruff check worker producer redis_infer_protocol tests demo benchmarks
+	$(VENV)/bin/ruff format --check worker producer redis_infer_protocol tests demo benchmarks
 
 typecheck: venv
 	$(VENV)/bin/mypy

@@ -19,7 +19,7 @@ import numpy as np
 import redis
 
 from benchmarks.chaos_harness import DEAD, MODEL, STREAM, WIDTH
-from producer.codec import CodecError, decode_reply
+from redis_infer_protocol.codec import CodecError, decode_reply
 
 Expect = Literal["reply", "dead", "either"]
 REPLY_STREAMS = 16  # hostile replies are spread so no stream reaches the workers' reply MAXLEN

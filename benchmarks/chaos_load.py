@@ -21,8 +21,8 @@ from redis.exceptions import RedisError
 
 from benchmarks.chaos_harness import WIDTH
 from producer import Client
-from producer.codec import Reply, encode_request
 from producer.errors import ClientClosed, InferTimeout, ServerError
+from redis_infer_protocol.codec import Reply, encode_request
 
 log = logging.getLogger(__name__)
 

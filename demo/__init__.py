@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import redis
 
-DEFAULT_STREAM = "infer:requests"
+from redis_infer_protocol import keys
+
+DEFAULT_STREAM = keys.DEFAULT_STREAM
 READY_STATUS = b"ready"
 LOG_TAIL_LINES = 40
 
@@ -86,7 +88,7 @@ class WorkerPool:
         return [w.consumer for w in self.workers]
 
     def health_key(self, consumer: str) -> str:
-        return f"{self.stream}:worker:{consumer}"
+        return keys.health_key(self.stream, consumer)
 
     def start(self) -> WorkerPool:
         self._log_dir = tempfile.TemporaryDirectory(prefix="redis-infer-workers-")
@@ -141,7 +143,7 @@ class WorkerPool:
             client.close()
 
     def _ready(self, client: redis.Redis) -> set[str]:
-        prefix = f"{self.stream}:worker:"
+        prefix = keys.health_key(self.stream, "")
         ready: set[str] = set()
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             consumer = key.decode()[len(prefix) :]
@@ -212,7 +214,7 @@ class Sample:
     submit_mono_ns: int
     done_wall_ns: int = 0
     done_mono_ns: int = 0
-    reply: Any = None  # producer.codec.Reply when it succeeded
+    reply: Any = None  # redis_infer_protocol.codec.Reply when it succeeded
     error: BaseException | None = None
 
     @property
@@ -359,8 +361,7 @@ def drop_stream(url: str, stream: str) -> None:
     """Delete a scratch stream and the keys derived from it (acked entries stay in a stream until deleted)."""
     client = redis.Redis.from_url(url)
     try:
-        keys = [stream, f"{stream}:dead", *client.scan_iter(match=f"{stream}:worker:*", count=1000)]
-        client.delete(*keys)
+        client.delete(*keys.stream_keys(stream), *client.scan_iter(match=keys.health_pattern(stream), count=1000))
     finally:
         client.close()
 

@@ -27,11 +27,11 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from producer._common import DEFAULT_STREAM, DEFAULT_URL
 from producer.bench_cli import add_parser as add_bench_parser
 from producer.client import Client
-from producer.codec import TIMING_FIELDS, Reply, Timing
+from producer.core import DEFAULT_STREAM, DEFAULT_URL
 from producer.errors import InferTimeout, InvalidInput, ServerError
+from redis_infer_protocol.codec import TIMING_FIELDS, Reply, Timing
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

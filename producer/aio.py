@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -21,31 +19,29 @@ import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
-from producer._common import (
+from producer.backpressure import OnBusy
+from producer.core import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_STREAM,
     DEFAULT_URL,
     MAX_CONNECTIONS,
     POOL_TIMEOUT_S,
-    READ_COUNT,
     RESULT_GRACE_S,
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
-    ClientCore,
-    ClientInfo,
     ReplyCursor,
-    add_retry_delay,
-    check_binary_responses,
 )
-from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
-from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
 from producer.errors import ClientClosed, InferTimeout
+from producer.shell import ClientShell
+from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
+from redis_infer_protocol.codec import ParamValue, Reply
+from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
 
-class AsyncClient(ClientInfo):
+class AsyncClient(ClientShell[asyncio.Future[Reply]]):
     """An asyncio client for the inference worker; use it from one event loop.
 
     Each instance owns a private reply stream read by a background task, started by the first
@@ -87,12 +83,17 @@ class AsyncClient(ClientInfo):
         on_busy: OnBusy = "raise",
         retries: int = 0,
     ) -> None:
-        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits, retries)
-        self._backpressure = Backpressure(stream, on_busy)
-        self._core: ClientCore[asyncio.Future[Reply]] = ClientCore(config)
-        self._owns_redis = redis is None
+        config = ClientConfig(
+            model=model,
+            stream=stream,
+            model_version=model_version,
+            default_timeout_s=default_timeout_s,
+            reply_prefix=reply_prefix,
+            limits=limits,
+            retries=retries,
+        )
         self._redis: Redis = _open(url) if redis is None else redis
-        check_binary_responses(self._redis.connection_pool.connection_kwargs)
+        super().__init__(config, on_busy, self._redis, owns_redis=redis is None)
         self._stop = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -118,32 +119,8 @@ class AsyncClient(ClientInfo):
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
         future = self._start_reader().create_future()
-        self._core.register([prepared], [future])
-        try:
-            await self._refresh_limits()
-            failures = 0  # connection errors, retried up to ``retries`` times
-            for attempt in itertools.count():
-                try:
-                    await self._add(self._redis, prepared.fields)
-                    return future
-                except ResponseError as exc:
-                    delay = self._backpressure.retry_delay(attempt, prepared.deadline)
-                    if not self._backpressure.is_busy(exc):
-                        raise
-                    if delay is None:
-                        raise self._backpressure.busy(prepared.request_id, exc) from None
-                    await asyncio.sleep(delay)
-                except Exception as exc:
-                    delay = add_retry_delay(exc, failures, self._core.config.retries)
-                    if delay is None:
-                        raise
-                    failures += 1
-                    await asyncio.sleep(delay)
-        except BaseException:
-            self._core.discard(prepared.request_id)
-            future.cancel()
-            raise
-        raise AssertionError("unreachable")
+        await self._drive(self._submission([prepared], [future], raise_errors=True))
+        return future
 
     async def submit_many(
         self,
@@ -161,45 +138,38 @@ class AsyncClient(ClientInfo):
         )
         loop = self._start_reader()
         futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in prepared]
-        self._core.register(prepared, futures)
-        failures = 0
-        todo = list(range(len(prepared)))
-        for attempt in itertools.count():
-            try:
-                await self._refresh_limits()
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for i in todo:
-                        await self._add(pipe, prepared[i].fields)
-                    results = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                delay = add_retry_delay(exc, failures, self._core.config.retries)
-                if delay is not None:
-                    failures += 1
-                    await asyncio.sleep(delay)
+        await self._drive(self._submission(prepared, futures))
+        return futures
+
+    async def _drive(self, submission: Submission[asyncio.Future[Reply]]) -> None:
+        """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
+        try:
+            while (action := submission.next_action()) is not None:
+                if isinstance(action, Sleep):
+                    await asyncio.sleep(action.seconds)
                     continue
-                for i in todo:
-                    self._core.discard(prepared[i].request_id)
-                    futures[i].cancel()
-                raise
-            todo, delay = self._backpressure.settle(prepared, todo, results, attempt, self._core, futures)
-            if not todo or delay is None:
-                return futures
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                try:
+                    submission.done(action, await self._run(action))
+                except Exception as exc:
+                    submission.failed(exc)
+        except BaseException:
+            submission.abandon()
+            raise
 
-    async def _refresh_limits(self) -> None:
-        if self._backpressure.stale:
-            self._backpressure.update(await self._redis.hget(self._backpressure.limits_key, "max_backlog"))
-
-    async def _add(self, target: Any, fields: dict[str, bytes]) -> None:
-        """Run (client) or queue (pipeline) one XADD, through the backlog check if a limit is published."""
-        stream = self._core.config.stream
-        if self._backpressure.max_backlog:
-            result = target.eval(ADD_SCRIPT, 1, stream, *self._backpressure.script_args(fields))
-        else:
-            result = target.xadd(stream, fields)
-        if inspect.isawaitable(result) and target is self._redis:
-            await result
+    async def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
+        """One round trip."""
+        if isinstance(action, FetchLimits):
+            return await self._redis.hget(action.key, action.field)
+        if isinstance(action, LoadScript):
+            return await self._redis.script_load(action.script)
+        if len(action.adds) == 1:  # one request: a plain command, as the clients always sent it
+            try:
+                return [await self._add(self._redis, action, action.adds[0])]
+            except ResponseError as exc:  # an answer, as in a pipeline's results
+                return [exc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._queue_round(pipe, action)
+            return await pipe.execute(raise_on_error=False)
 
     async def infer(
         self,
@@ -218,7 +188,7 @@ class AsyncClient(ClientInfo):
         future = await self.submit(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
-        timeout_s = self._core.config.default_timeout_s if timeout is None else timeout
+        timeout_s = self._result_timeout_s(timeout)
         # The reader fails the future at its deadline; the grace only matters if the reader is stuck.
         try:
             done, _ = await asyncio.wait([future], timeout=None if timeout_s is None else timeout_s + RESULT_GRACE_S)
@@ -255,14 +225,10 @@ class AsyncClient(ClientInfo):
         log.debug("reply reader stopped on %s", self.reply_stream)
 
     async def _read(self, cursor: ReplyCursor) -> Any:
-        key = self._core.reply_key
-        block_ms = self._core.block_ms()
         if not cursor.to_delete:
-            return await self._redis.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
-        # Delete what the last read consumed in the same round trip as the next read.
+            return await self._redis.xread(**self._read_args(cursor))
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xdel(key, *cursor.to_delete)
-            pipe.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+            self._queue_read(pipe, cursor)
             _, response = await pipe.execute()
         return response
 

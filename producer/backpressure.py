@@ -2,27 +2,25 @@
 
 Workers publish ``max_backlog`` in the hash ``<stream>:limits`` (``keys.limits_key``) and trim
 acknowledged entries, so ``XLEN`` of the request stream is the backlog. With a limit set, a client adds
-requests through ``ADD_SCRIPT``, which checks and adds atomically; a full stream answers with an error
-starting ``BACKLOG``. The client then raises :class:`~producer.errors.Busy`, or waits and retries until
-the request's deadline (``on_busy="wait"``). Any language can do the same with ``EVAL``.
+requests through ``ADD_SCRIPT`` (by ``EVALSHA``), which checks and adds atomically; a full stream answers
+with an error starting ``BACKLOG``. The client then raises :class:`~producer.errors.Busy`, or waits and
+retries until the request's deadline (``on_busy="wait"``). Any language can do the same with ``EVAL``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 from redis.exceptions import ResponseError
 
-from producer import keys
-from producer.codec import Status
+from producer.core import backoff_s
 from producer.errors import Busy
-
-if TYPE_CHECKING:
-    from producer._common import ClientCore, PreparedRequest
+from redis_infer_protocol import keys
+from redis_infer_protocol.codec import Status
 
 # KEYS[1] request stream; ARGV[1] max backlog; ARGV[2..] field, value, field, value, ...
 ADD_SCRIPT: Final = """
@@ -33,6 +31,8 @@ if max > 0 and len >= max then
 end
 return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 """
+ADD_SCRIPT_SHA: Final = hashlib.sha1(ADD_SCRIPT.encode()).hexdigest()
+MAX_BACKLOG_FIELD: Final = "max_backlog"
 REFRESH_S: Final = 5.0  # how often the published limit is re-read
 WAIT_FIRST_S: Final = 0.02
 WAIT_MAX_S: Final = 1.0
@@ -77,31 +77,6 @@ class Backpressure:
     def busy(self, request_id: str, cause: object) -> Busy:
         return Busy(f"BUSY: {cause}", status=Status.BUSY, request_id=request_id)
 
-    def settle(
-        self,
-        prepared: Sequence[PreparedRequest],
-        todo: list[int],
-        results: Sequence[Any],
-        attempt: int,
-        core: ClientCore[Any],
-        futures: Sequence[Any],
-    ) -> tuple[list[int], float | None]:
-        """Apply one pipelined round of adds: failed sends fail their futures, busy ones are retried.
-
-        Returns the indices still to send and the delay before the next round (None: nothing to retry).
-        """
-        busy = [i for i, result in zip(todo, results, strict=True) if self.is_busy(result)]
-        delay = self.retry_delay(attempt, min((d for i in busy if (d := prepared[i].deadline)), default=None))
-        retry = set(busy) if delay is not None else set()
-        done = [i for i in todo if i not in retry]
-        outcome = {i: r for i, r in zip(todo, results, strict=True)}
-        core.sent(
-            [prepared[i] for i in done],
-            [futures[i] for i in done],
-            [self.busy(prepared[i].request_id, outcome[i]) if i in busy else outcome[i] for i in done],
-        )
-        return sorted(retry), delay
-
     def retry_delay(self, attempt: int, deadline: float | None) -> float | None:
         """Seconds to wait before retrying a busy request, or None to give up (raise mode, or deadline reached).
 
@@ -109,7 +84,7 @@ class Backpressure:
         """
         if self.on_busy == "raise":
             return None
-        delay = random.uniform(0, min(WAIT_MAX_S, WAIT_FIRST_S * 2**attempt))
+        delay = backoff_s(attempt, first_s=WAIT_FIRST_S, max_s=WAIT_MAX_S)
         if deadline is None:
             return delay
         remaining = deadline - time.monotonic()

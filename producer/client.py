@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -23,31 +22,29 @@ import numpy as np
 from redis import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
-from producer._common import (
+from producer.backpressure import OnBusy
+from producer.core import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_STREAM,
     DEFAULT_URL,
     MAX_CONNECTIONS,
     POOL_TIMEOUT_S,
-    READ_COUNT,
     RESULT_GRACE_S,
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
-    ClientCore,
-    ClientInfo,
     ReplyCursor,
-    add_retry_delay,
-    check_binary_responses,
 )
-from producer.backpressure import ADD_SCRIPT, Backpressure, OnBusy
-from producer.codec import DEFAULT_LIMITS, Limits, ParamValue, Reply
 from producer.errors import InferError, InferTimeout
+from producer.shell import ClientShell
+from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
+from redis_infer_protocol.codec import ParamValue, Reply
+from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
 
-class Client(ClientInfo):
+class Client(ClientShell[Future[Reply]]):
     """A blocking client for the inference worker, safe to share between threads.
 
     Each instance owns a private reply stream (``reply_prefix`` + a random hex id) that a background
@@ -92,13 +89,17 @@ class Client(ClientInfo):
         on_busy: OnBusy = "raise",
         retries: int = 0,
     ) -> None:
-        config = ClientConfig(model, stream, model_version, default_timeout_s, reply_prefix, limits, retries)
-        self._backpressure = Backpressure(stream, on_busy)
-        self._core: ClientCore[Future[Reply]] = ClientCore(config)
-        self._owns_redis = redis is None
+        config = ClientConfig(
+            model=model,
+            stream=stream,
+            model_version=model_version,
+            default_timeout_s=default_timeout_s,
+            reply_prefix=reply_prefix,
+            limits=limits,
+            retries=retries,
+        )
         self._redis: Redis = _open(url) if redis is None else redis
-        check_binary_responses(self._redis.connection_pool.connection_kwargs)
-        self._add_script = self._redis.register_script(ADD_SCRIPT)
+        super().__init__(config, on_busy, self._redis, owns_redis=redis is None)
         self._stop = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -131,7 +132,7 @@ class Client(ClientInfo):
             request_id: The request's id; a fresh uuid4 hex by default.
 
         Returns:
-            A future that resolves to the OK :class:`~producer.codec.Reply`, or fails with the
+            A future that resolves to the OK :class:`~redis_infer_protocol.codec.Reply`, or fails with the
             :class:`~producer.errors.ServerError` subclass for its status, with
             :class:`~producer.errors.InferTimeout` at the deadline, or with
             :class:`~producer.errors.ClientClosed` when the client is closed first.
@@ -145,31 +146,8 @@ class Client(ClientInfo):
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
         future: Future[Reply] = Future()
-        self._core.register([prepared], [future])
-        try:
-            self._refresh_limits()
-            failures = 0  # connection errors, retried up to ``retries`` times
-            for attempt in itertools.count():
-                try:
-                    self._add(self._redis, prepared.fields)
-                    return future
-                except ResponseError as exc:
-                    delay = self._backpressure.retry_delay(attempt, prepared.deadline)
-                    if not self._backpressure.is_busy(exc):
-                        raise
-                    if delay is None:
-                        raise self._backpressure.busy(prepared.request_id, exc) from None
-                    time.sleep(delay)
-                except Exception as exc:
-                    delay = add_retry_delay(exc, failures, self._core.config.retries)
-                    if delay is None:
-                        raise
-                    failures += 1
-                    time.sleep(delay)
-        except BaseException:
-            self._core.discard(prepared.request_id)
-            raise
-        raise AssertionError("unreachable")
+        self._drive(self._submission([prepared], [future], raise_errors=True))
+        return future
 
     def submit_many(
         self,
@@ -199,32 +177,8 @@ class Client(ClientInfo):
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_ids=request_ids
         )
         futures: list[Future[Reply]] = [Future() for _ in prepared]
-        self._core.register(prepared, futures)
-        failures = 0
-        todo = list(range(len(prepared)))
-        for attempt in itertools.count():
-            pipe = self._redis.pipeline(transaction=False)
-            try:
-                self._refresh_limits()
-                for i in todo:
-                    self._add(pipe, prepared[i].fields)
-                results = pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                delay = add_retry_delay(exc, failures, self._core.config.retries)
-                if delay is not None:
-                    failures += 1
-                    time.sleep(delay)
-                    continue
-                for i in todo:
-                    self._core.discard(prepared[i].request_id)
-                raise
-            finally:
-                pipe.reset()
-            todo, delay = self._backpressure.settle(prepared, todo, results, attempt, self._core, futures)
-            if not todo or delay is None:
-                return futures
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        self._drive(self._submission(prepared, futures))
+        return futures
 
     def infer(
         self,
@@ -252,7 +206,7 @@ class Client(ClientInfo):
         future = self.submit(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
-        timeout_s = self._core.config.default_timeout_s if timeout is None else timeout
+        timeout_s = self._result_timeout_s(timeout)
         # The listener fails the future at its deadline; the grace only matters if the listener is stuck.
         done, _ = concurrent.futures.wait([future], None if timeout_s is None else timeout_s + RESULT_GRACE_S)
         if not done:
@@ -260,18 +214,38 @@ class Client(ClientInfo):
             raise InferTimeout(f"no reply within {timeout_s:g} s (reply listener stuck?)", timeout_s=timeout_s)
         return future.result().outputs
 
-    def _refresh_limits(self) -> None:
-        if self._backpressure.stale:
-            self._backpressure.update(self._redis.hget(self._backpressure.limits_key, "max_backlog"))
+    def _drive(self, submission: Submission[Future[Reply]]) -> None:
+        """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
+        try:
+            while (action := submission.next_action()) is not None:
+                if isinstance(action, Sleep):
+                    time.sleep(action.seconds)
+                    continue
+                try:
+                    submission.done(action, self._run(action))
+                except Exception as exc:
+                    submission.failed(exc)
+        except BaseException:
+            submission.abandon()
+            raise
 
-    def _add(self, target: Any, fields: dict[str, bytes]) -> None:
-        """Queue or run one XADD on ``target`` (the client or a pipeline), through the backlog check if a
-        limit is published."""
-        stream = self._core.config.stream
-        if self._backpressure.max_backlog:
-            self._add_script(keys=[stream], args=self._backpressure.script_args(fields), client=target)
-        else:
-            target.xadd(stream, fields)
+    def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
+        """One round trip."""
+        if isinstance(action, FetchLimits):
+            return self._redis.hget(action.key, action.field)
+        if isinstance(action, LoadScript):
+            return self._redis.script_load(action.script)
+        if len(action.adds) == 1:  # one request: a plain command, as the clients always sent it
+            try:
+                return [self._add(self._redis, action, action.adds[0])]
+            except ResponseError as exc:  # an answer, as in a pipeline's results
+                return [exc]
+        pipe = self._redis.pipeline(transaction=False)
+        try:
+            self._queue_round(pipe, action)
+            return pipe.execute(raise_on_error=False)
+        finally:
+            pipe.reset()
 
     # ---------------------------------------------------------------------------------- replies
 
@@ -290,14 +264,10 @@ class Client(ClientInfo):
         log.debug("reply listener stopped on %s", key)
 
     def _read(self, cursor: ReplyCursor) -> Any:
-        key = self._core.reply_key
-        block_ms = self._core.block_ms()
         if not cursor.to_delete:
-            return self._redis.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
-        # Delete what the last read consumed in the same round trip as the next read.
+            return self._redis.xread(**self._read_args(cursor))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xdel(key, *cursor.to_delete)
-        pipe.xread({key: cursor.last_id}, count=READ_COUNT, block=block_ms)
+        self._queue_read(pipe, cursor)
         try:
             _, response = pipe.execute()
         finally:

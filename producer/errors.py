@@ -1,7 +1,7 @@
 """The producer SDK's exception hierarchy.
 
 Everything the SDK raises on purpose is an :class:`InferError`. Failures reported by a worker are
-:class:`ServerError` subclasses chosen by the reply's :class:`~producer.codec.Status` (see
+:class:`ServerError` subclasses chosen by the reply's :class:`~redis_infer_protocol.codec.Status` (see
 :func:`error_for`); failures found before anything is sent are :class:`InvalidInput`. Errors of the
 Redis connection itself (``redis.exceptions.RedisError``) are not wrapped.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from producer.codec import Reply, Status
+from redis_infer_protocol.codec import Reply, Status
 
 
 class InferError(Exception):

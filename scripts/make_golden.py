@@ -1,7 +1,7 @@
 """Regenerate the golden vectors of wire format v1 in ``docs/golden/`` (see ``docs/golden/README.md``).
 
 Each case is written as ``NAME.json`` (the stream-entry fields and what the body means, in plain JSON) and
-``NAME.body.msgpack`` (the exact bytes of the ``body`` field). Everything is produced by ``producer.codec``
+``NAME.body.msgpack`` (the exact bytes of the ``body`` field). Everything is produced by ``redis_infer_protocol.codec``
 from the definitions below, so the output is deterministic: running this twice gives identical files.
 
 Usage::
@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from producer.codec import BYTES, DATATYPES, Status, Timing, encode_reply, encode_request
+from redis_infer_protocol.codec import BYTES, DATATYPES, Status, Timing, encode_reply, encode_request
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "docs" / "golden"
 T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: the entry id of every request below is 1767225600000-0

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from producer.codec import Reply, decode_reply, encode_request
+from redis_infer_protocol.codec import Reply, decode_reply, encode_request
 from worker.config import Settings, load_settings
 from worker.engines.base import Engine
 from worker.runner import serve

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from producer import AsyncClient, Busy, Client
-from producer.codec import Status
+from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, make_affine_model, rand
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 from benchmarks import chaos
 from benchmarks import chaos_hostile as hostile
 from benchmarks.chaos_harness import DEAD, MODEL, STREAM, Cluster, make_model
-from producer.codec import encode_request
+from redis_infer_protocol.codec import encode_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

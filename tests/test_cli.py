@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from producer.__main__ import _safe_file_name, format_stats, timing_ms
-from producer.codec import Request, Status, Timing, decode_request, encode_reply
+from redis_infer_protocol.codec import Request, Status, Timing, decode_request, encode_reply
 
 pytestmark = pytest.mark.integration
 

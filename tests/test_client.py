@@ -1,19 +1,26 @@
-"""The sync client against a real redis-server and a fake worker thread."""
+"""One client test suite, run against both clients (parametrized: the sync Client and the AsyncClient).
+
+Each test drives a client through ``tests.client_drivers.Driver``, the blocking API of ``producer.Client``
+over either client, against a real redis-server and a fake worker thread. Tests of what only one client
+has (a reply callback on the listener thread; cancelling an awaiting task) are at the end.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from producer import (
+    AsyncClient,
     Busy,
     Client,
     ClientClosed,
@@ -27,78 +34,36 @@ from producer import (
     Status,
     error_for,
 )
-from producer.codec import CodecError, Reply, Request, Timing, decode_request, encode_reply, peek_envelope
+from redis_infer_protocol import keys
+from redis_infer_protocol.codec import Reply, Request, encode_reply
+from redis_infer_protocol.limits import Limits
+from tests.client_drivers import KINDS, STREAM, WAIT_S, Driver, FakeWorker, Kind, doubler
 
 pytestmark = pytest.mark.integration
 
-STREAM = "test:requests"
-GROUP = "fake-workers"
-WAIT_S = 10.0  # bound on every wait for something that should happen at once
-
-Handler = Callable[[Request, bytes], list[dict[str, bytes]]]  # (request, its entry id) -> reply entries
+MakeClient = Callable[..., Driver]
 
 
-def timing_for(entry_id: bytes) -> Timing:
-    now = time.time_ns()
-    enqueued = int(entry_id.split(b"-")[0]) * 1_000_000
-    return Timing(enqueued, now, now, now, now + 1000, now + 2000)
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> Kind:
+    k: Kind = request.param
+    return k
 
 
-def doubler(request: Request, entry_id: bytes = b"0-0") -> list[dict[str, bytes]]:
-    """Answer y = x * 2."""
-    outputs = {"y": request.inputs["x"] * 2}
-    return [
-        encode_reply(request.id, Status.OK, outputs=outputs, model=request.model, worker="fake", batch_size=1,
-                     timing=timing_for(entry_id))
-    ]  # fmt: skip
+@pytest.fixture
+def make_client(kind: Kind, redis_url: str) -> Iterator[MakeClient]:
+    """Open clients of this test's kind; every one is closed at the end."""
+    opened: list[Driver] = []
 
+    def make(**options: Any) -> Driver:
+        options.setdefault("url", redis_url)
+        driver = Driver(kind, **options)
+        opened.append(driver)
+        return driver
 
-class FakeWorker:
-    """A stand-in for the real worker: a thread that answers every request with ``handler(request)``."""
-
-    def __init__(self, url: str, handler: Handler = doubler) -> None:
-        self.url = url
-        self.handler = handler
-        self.received: list[Request] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-worker", daemon=True)
-        self._redis = redis.Redis.from_url(url)
-
-    def __enter__(self) -> FakeWorker:
-        self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(WAIT_S)
-        self._redis.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                response = self._redis.xreadgroup(GROUP, "fake-1", {STREAM: ">"}, count=256, block=50)
-            except redis.ConnectionError:
-                continue  # the connection-kill test kills ours too; redis-py reconnects
-            for _, entries in response or []:
-                for entry_id, fields in entries:
-                    self._answer(entry_id, fields)
-
-    def _answer(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        try:
-            request = decode_request(fields)
-            self.received.append(request)
-            reply_to, replies = request.reply_to, self.handler(request, entry_id)
-        except CodecError as exc:
-            request_id, reply_to = peek_envelope(fields)
-            replies = [encode_reply(request_id or "", exc.status, error=str(exc))]
-        pipe = self._redis.pipeline(transaction=False)
-        for reply in replies:
-            pipe.xadd(reply_to or "nowhere", reply)  # type: ignore[arg-type]
-        pipe.xack(STREAM, GROUP, entry_id)
-        pipe.execute()
+    yield make
+    for driver in opened:
+        driver.shutdown()
 
 
 @pytest.fixture
@@ -108,12 +73,11 @@ def worker(redis_url: str) -> Iterator[FakeWorker]:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[Client]:
-    with Client(redis_url, model="double", stream=STREAM, default_timeout_s=WAIT_S) as c:
-        yield c
+def client(make_client: MakeClient) -> Driver:
+    return make_client()
 
 
-def send_reply(redis_client: redis.Redis, client: Client, request_id: str, status: Status = Status.OK) -> None:
+def send_reply(redis_client: redis.Redis, client: Driver, request_id: str, status: Status = Status.OK) -> None:
     """Play the worker by hand: put a reply on the client's reply stream."""
     redis_client.xadd(client.reply_stream, encode_reply(request_id, status, outputs={"y": np.ones(1)}))  # type: ignore[arg-type]
 
@@ -121,7 +85,7 @@ def send_reply(redis_client: redis.Redis, client: Client, request_id: str, statu
 # ------------------------------------------------------------------------------------------ round trips
 
 
-def test_infer_round_trip(worker: FakeWorker, client: Client) -> None:
+def test_infer_round_trip(worker: FakeWorker, client: Driver) -> None:
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     outputs = client.infer({"x": x})
     assert outputs["y"].dtype == np.float32
@@ -132,7 +96,7 @@ def test_infer_round_trip(worker: FakeWorker, client: Client) -> None:
     assert request.timeout_ms == WAIT_S * 1000
 
 
-def test_submit_sends_options_and_returns_full_reply(worker: FakeWorker, client: Client) -> None:
+def test_submit_sends_options_and_returns_full_reply(worker: FakeWorker, client: Driver) -> None:
     future = client.submit(
         {"x": np.ones((2, 2), np.int64)},
         timeout=2.5,
@@ -158,22 +122,21 @@ def test_submit_sends_options_and_returns_full_reply(worker: FakeWorker, client:
     assert client.stats.submitted == client.stats.replies == 1
 
 
-def test_no_default_deadline_sends_no_timeout(worker: FakeWorker, redis_url: str) -> None:
-    with Client(redis_url, model="double", stream=STREAM, default_timeout_s=None) as c:
-        future = c.submit({"x": np.ones(3, np.uint8)})
-        np.testing.assert_array_equal(future.result(WAIT_S).outputs["y"], np.full(3, 2, np.uint8))
+def test_no_default_deadline_sends_no_timeout(worker: FakeWorker, make_client: MakeClient) -> None:
+    c = make_client(default_timeout_s=None)
+    future = c.submit({"x": np.ones(3, np.uint8)})
+    np.testing.assert_array_equal(future.result(WAIT_S).outputs["y"], np.full(3, 2, np.uint8))
     assert worker.received[0].timeout_ms is None
 
 
-def test_resp3_connection(worker: FakeWorker, redis_url: str) -> None:
-    resp3 = redis.Redis.from_url(redis_url, protocol=3)
-    with Client(model="double", stream=STREAM, redis=resp3) as c:
-        for _ in range(3):  # the second read is pipelined with the XDEL of the first
-            np.testing.assert_array_equal(c.infer({"x": np.arange(3)})["y"], [0, 2, 4])
-    resp3.close()
+def test_resp3_connection(worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str) -> None:
+    c = make_client(url=None, redis=own_redis(kind, redis_url, protocol=3))
+    for _ in range(3):  # the second read is pipelined with the XDEL of the first
+        np.testing.assert_array_equal(c.infer({"x": np.arange(3)})["y"], [0, 2, 4])
 
 
-def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Client) -> None:
+def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Driver) -> None:
+    # Sync: 16 threads share the client. Async: the 16 threads' calls interleave on the client's loop.
     def one(i: int) -> None:
         x = np.full((2, 3), i, dtype=np.int32)
         outputs = client.infer({"x": x})
@@ -186,7 +149,10 @@ def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Client
 
 
 class SpyRedis(redis.Redis):
-    """Counts XADDs sent one by one and XADDs sent per pipeline."""
+    """Counts XADDs sent one by one and XADDs sent per pipeline; the first ``fail_sends`` sends of XADDs (one
+    by one or a pipeline of them) fail as if the connection dropped before reaching Redis."""
+
+    fail_sends = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -196,6 +162,9 @@ class SpyRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if args[0] == "XADD":
             self.direct_xadds += 1
+            if self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
         return super().execute_command(*args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -204,6 +173,9 @@ class SpyRedis(redis.Redis):
 
         def spied_execute(raise_on_error: bool = True) -> list[Any]:
             xadds = sum(1 for args, _ in pipe.command_stack if args[0] == "XADD")
+            if xadds and self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
             if xadds:
                 self.pipelined_xadds.append(xadds)
             return execute(raise_on_error)
@@ -212,21 +184,140 @@ class SpyRedis(redis.Redis):
         return pipe
 
 
-def test_submit_many_sends_one_pipeline(worker: FakeWorker, redis_url: str) -> None:
-    spy = SpyRedis.from_url(redis_url)
-    with Client(model="double", stream=STREAM, redis=spy) as c:
-        xs = [np.full(4, i, np.float64) for i in range(50)]
-        futures = c.submit_many([{"x": x} for x in xs], request_ids=[f"r{i}" for i in range(50)])
-        replies = [f.result(WAIT_S) for f in futures]
-        assert spy.pipelined_xadds == [50]
-        assert spy.direct_xadds == 0
+class AsyncSpyRedis(aioredis.Redis):
+    """SpyRedis for the async client."""
+
+    fail_sends = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_xadds = 0
+        self.pipelined_xadds: list[int] = []
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if args[0] == "XADD":
+            self.direct_xadds += 1
+            if self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
+        return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def spied_execute(raise_on_error: bool = True) -> list[Any]:
+            xadds = sum(1 for command in pipe.command_stack if command[0][0] == "XADD")
+            if xadds and self.fail_sends:
+                self.fail_sends -= 1
+                raise redis.ConnectionError("connection reset by test")
+            if xadds:
+                self.pipelined_xadds.append(xadds)
+            return await execute(raise_on_error)
+
+        pipe.execute = spied_execute  # type: ignore[method-assign]
+        return pipe
+
+
+class FlakyRedis(redis.Redis):
+    """Fails its first ``failures`` XREADs as if the connection dropped."""
+
+    failures = 2
+
+    def xread(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("connection reset by test")
+        return super().xread(*args, **kwargs)
+
+
+class AsyncFlakyRedis(aioredis.Redis):
+    """FlakyRedis for the async client."""
+
+    failures = 2
+
+    async def xread(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("connection reset by test")
+        return await super().xread(*args, **kwargs)
+
+
+def own_redis(kind: Kind, url: str, cls: type[Any] | None = None, **kwargs: Any) -> Any:
+    """A Redis client to hand to a client of ``kind``: an instance (sync) or a factory run on its loop (async).
+
+    ``cls`` is a subclass of ``redis.Redis`` (sync) or ``redis.asyncio.Redis`` (async); default the plain one.
+    """
+    if kind == "sync":
+        return (cls or redis.Redis).from_url(url, **kwargs)
+    return lambda: (cls or aioredis.Redis).from_url(url, **kwargs)
+
+
+def spy_of(client: Driver) -> Any:
+    """The Redis client a driver's client uses."""
+    return client.client._redis
+
+
+def test_submit_many_sends_one_pipeline(
+    worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str
+) -> None:
+    c = make_client(url=None, redis=own_redis(kind, redis_url, SpyRedis if kind == "sync" else AsyncSpyRedis))
+    xs = [np.full(4, i, np.float64) for i in range(50)]
+    futures = c.submit_many([{"x": x} for x in xs], request_ids=[f"r{i}" for i in range(50)])
+    replies = [f.result(WAIT_S) for f in futures]
+    spy = spy_of(c)
+    assert spy.pipelined_xadds == [50]
+    assert spy.direct_xadds == 0
     assert [r.id for r in replies] == [f"r{i}" for i in range(50)]
     for x, reply in zip(xs, replies, strict=True):
         np.testing.assert_array_equal(reply.outputs["y"], x * 2)
-    spy.close()
 
 
-def test_failed_xadd_fails_only_that_request(client: Client, redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("retries", [0, 2])
+def test_connection_errors_are_retried_with_the_same_request(
+    worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str, retries: int
+) -> None:
+    spy_cls = type("FailTwice", (SpyRedis if kind == "sync" else AsyncSpyRedis,), {"fail_sends": 2})
+    c = make_client(url=None, retries=retries, redis=own_redis(kind, redis_url, spy_cls))
+    if retries == 0:
+        with pytest.raises(redis.ConnectionError):
+            c.submit({"x": np.ones(1)}, request_id="r")
+        assert c.pending == 0
+        return
+    assert c.submit({"x": np.ones(1)}, request_id="r").result(WAIT_S).id == "r"
+    assert spy_of(c).direct_xadds == 3  # two failed sends, then the one that reached Redis
+    assert [r.id for r in worker.received] == ["r"]
+    spy_of(c).fail_sends = 1  # and a pipeline of them
+    futures = c.submit_many([{"x": np.ones(1)}] * 2, request_ids=["m1", "m2"])
+    assert [f.result(WAIT_S).id for f in futures] == ["m1", "m2"]
+    assert spy_of(c).pipelined_xadds == [2]
+
+
+def test_backlog_limit_raises_busy_and_adds_nothing(make_client: MakeClient, redis_client: redis.Redis) -> None:
+    redis_client.hset(keys.limits_key(STREAM), "max_backlog", 2)
+    c = make_client()
+    c.submit({"x": np.ones(1)}, request_id="a")
+    with pytest.raises(Busy, match="BACKLOG"):
+        c.submit_many([{"x": np.ones(1)}] * 3, request_ids=["b", "c", "d"])[2].result(WAIT_S)
+    with pytest.raises(Busy) as caught:
+        c.submit({"x": np.ones(1)}, request_id="e")
+    assert (caught.value.status, caught.value.request_id) == (Status.BUSY, "e")
+    assert redis_client.xlen(STREAM) == 2
+    assert c.pending == 2  # "a" and "b" were added; "c", "d" and "e" are forgotten
+
+
+def test_wait_mode_gives_up_at_the_deadline(make_client: MakeClient, redis_client: redis.Redis) -> None:
+    redis_client.hset(keys.limits_key(STREAM), "max_backlog", 1)
+    c = make_client(on_busy="wait")
+    c.submit({"x": np.ones(1)})
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        c.submit({"x": np.ones(1)}, timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    assert (redis_client.xlen(STREAM), c.pending) == (1, 1)
+
+
+def test_failed_xadd_fails_only_that_request(client: Driver, redis_client: redis.Redis) -> None:
     redis_client.set(STREAM, "not a stream")
     with pytest.raises(redis.ResponseError):
         client.submit({"x": np.ones(1)})
@@ -236,7 +327,7 @@ def test_failed_xadd_fails_only_that_request(client: Client, redis_client: redis
     assert client.pending == 0
 
 
-def test_bytes_tensors_round_trip(redis_url: str, client: Client) -> None:
+def test_bytes_tensors_round_trip(redis_url: str, client: Driver) -> None:
     def echo(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
         return [encode_reply(request.id, Status.OK, outputs=request.inputs)]
 
@@ -249,7 +340,7 @@ def test_bytes_tensors_round_trip(redis_url: str, client: Client) -> None:
 # -------------------------------------------------------------------------------------------- failures
 
 
-def test_client_side_timeout(client: Client, redis_client: redis.Redis) -> None:
+def test_client_side_timeout(client: Driver, redis_client: redis.Redis) -> None:
     started = time.monotonic()
     with pytest.raises(InferTimeout) as caught:
         client.infer({"x": np.ones(1)}, timeout=0.2, request_id="slow")
@@ -283,7 +374,7 @@ def test_client_side_timeout(client: Client, redis_client: redis.Redis) -> None:
     ],
 )
 def test_error_status_raises_its_exception(
-    redis_url: str, client: Client, status: Status, error_class: type[ServerError]
+    redis_url: str, client: Driver, status: Status, error_class: type[ServerError]
 ) -> None:
     def failing(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
         return [encode_reply(request.id, status, error="boom")]
@@ -303,7 +394,7 @@ def test_error_for_refuses_ok() -> None:
         error_for(Reply("r", Status.OK))
 
 
-def test_duplicate_reply_resolves_once_and_is_counted(redis_url: str, client: Client) -> None:
+def test_duplicate_reply_resolves_once_and_is_counted(redis_url: str, client: Driver) -> None:
     def twice_for_dup(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
         replies = doubler(request, entry_id)
         return replies * 2 if request.id == "dup" else replies
@@ -315,7 +406,7 @@ def test_duplicate_reply_resolves_once_and_is_counted(redis_url: str, client: Cl
     assert (stats.replies, stats.duplicate_replies, stats.late_replies) == (2, 1, 0)
 
 
-def test_reply_for_unknown_request_is_dropped(client: Client, redis_client: redis.Redis) -> None:
+def test_reply_for_unknown_request_is_dropped(client: Driver, redis_client: redis.Redis) -> None:
     send_reply(redis_client, client, "never-sent")
     barrier = client.submit({"x": np.ones(1)}, request_id="barrier")
     send_reply(redis_client, client, "barrier")
@@ -323,7 +414,7 @@ def test_reply_for_unknown_request_is_dropped(client: Client, redis_client: redi
     assert client.stats.unknown_replies == 1
 
 
-def test_listener_survives_garbage_replies(worker: FakeWorker, client: Client, redis_client: redis.Redis) -> None:
+def test_listener_survives_garbage_replies(worker: FakeWorker, client: Driver, redis_client: redis.Redis) -> None:
     garbage: list[dict[str, Any]] = [
         {"v": "1", "id": "g1", "body": b"\xc1"},  # not msgpack
         {"v": "7", "id": "g2", "body": b"\x80"},  # unknown version
@@ -339,51 +430,28 @@ def test_listener_survives_garbage_replies(worker: FakeWorker, client: Client, r
     assert redis_client.xlen(client.reply_stream) <= 1
 
 
-def test_listener_survives_lost_connection(worker: FakeWorker, client: Client, redis_client: redis.Redis) -> None:
+def test_listener_survives_lost_connection(
+    worker: FakeWorker, make_client: MakeClient, redis_client: redis.Redis
+) -> None:
+    # retries: a send on a pooled connection that Redis is closing fails, and with the default retries=0
+    # reaches the caller (documented); the test is about the listener, which always retries its reads.
+    client = make_client(retries=2)
     client.infer({"x": np.ones(1)})
     killed = redis_client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
     np.testing.assert_array_equal(client.infer({"x": np.ones(1)})["y"], [2])
+    assert client.stats.read_errors >= 1
 
 
-class FlakyRedis(redis.Redis):
-    """Fails its first ``failures`` XREADs as if the connection dropped."""
-
-    failures = 2
-
-    def xread(self, *args: Any, **kwargs: Any) -> Any:
-        if self.failures:
-            self.failures -= 1
-            raise redis.ConnectionError("connection reset by test")
-        return super().xread(*args, **kwargs)
+def test_listener_backs_off_and_recovers_from_read_errors(
+    worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str
+) -> None:
+    c = make_client(url=None, redis=own_redis(kind, redis_url, FlakyRedis if kind == "sync" else AsyncFlakyRedis))
+    np.testing.assert_array_equal(c.infer({"x": np.ones(1)}, timeout=WAIT_S)["y"], [2])
+    assert c.stats.read_errors == 2
 
 
-def test_listener_backs_off_and_recovers_from_read_errors(worker: FakeWorker, redis_url: str) -> None:
-    flaky = FlakyRedis.from_url(redis_url)
-    with Client(model="double", stream=STREAM, redis=flaky) as c:
-        np.testing.assert_array_equal(c.infer({"x": np.ones(1)}, timeout=WAIT_S)["y"], [2])
-        assert c.stats.read_errors == 2
-    flaky.close()
-
-
-def test_infer_from_a_reply_callback_is_refused(client: Client, redis_client: redis.Redis) -> None:
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def callback(_: Any) -> None:
-        try:
-            client.infer({"x": np.ones(1)})
-        except InferError as exc:
-            errors.append(exc)
-        done.set()
-
-    client.submit({"x": np.ones(1)}, request_id="first").add_done_callback(callback)
-    send_reply(redis_client, client, "first")  # only now: the callback runs on the listener thread
-    assert done.wait(WAIT_S)
-    assert "reply callback" in str(errors[0])
-
-
-def test_cancel_forgets_request(client: Client) -> None:
+def test_cancel_forgets_request(client: Driver) -> None:
     future = client.submit({"x": np.ones(1)})
     assert client.pending == 1
     assert future.cancel()
@@ -414,7 +482,7 @@ def test_cancel_forgets_request(client: Client) -> None:
     ],
 )
 def test_invalid_input_raises_before_sending(
-    client: Client, redis_client: redis.Redis, inputs: Any, options: dict[str, Any]
+    client: Driver, redis_client: redis.Redis, inputs: Any, options: dict[str, Any]
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         client.submit(inputs, **options)
@@ -429,54 +497,103 @@ def test_invalid_input_raises_before_sending(
     assert client.stats.submitted == 0
 
 
-def test_request_too_large_for_limits(redis_url: str, redis_client: redis.Redis) -> None:
-    from producer.codec import Limits
-
-    with Client(redis_url, model="m", stream=STREAM, limits=Limits(max_body_bytes=1024)) as c:
-        with pytest.raises(InvalidInput, match="exceeds"):
-            c.submit({"x": np.zeros(1024, np.float32)})
-        with pytest.raises(InvalidInput, match="request_ids"):
-            c.submit_many([{"x": np.zeros(1)}], request_ids=["a", "b"])
-        with pytest.raises(InvalidInput, match="already pending"):
-            c.submit_many([{"x": np.zeros(1)}] * 2, request_ids=["a", "a"])
+def test_request_too_large_for_limits(make_client: MakeClient, redis_client: redis.Redis) -> None:
+    c = make_client(model="m", limits=Limits(max_body_bytes=1024))
+    with pytest.raises(InvalidInput, match="exceeds"):
+        c.submit({"x": np.zeros(1024, np.float32)})
+    with pytest.raises(InvalidInput, match="request_ids"):
+        c.submit_many([{"x": np.zeros(1)}], request_ids=["a", "b"])
+    with pytest.raises(InvalidInput, match="already pending"):
+        c.submit_many([{"x": np.zeros(1)}] * 2, request_ids=["a", "a"])
     assert redis_client.exists(STREAM) == 0
 
 
-def test_constructor_validates(redis_url: str) -> None:
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+def test_constructor_validates(redis_url: str, cls: type[Client] | type[AsyncClient]) -> None:
     with pytest.raises(ValueError, match="default_timeout_s"):
-        Client(redis_url, model="m", default_timeout_s=0)
+        cls(redis_url, model="m", default_timeout_s=0)
     with pytest.raises(ValueError, match="model"):
-        Client(redis_url, model="")
-    decoding = redis.Redis.from_url(redis_url, decode_responses=True)
+        cls(redis_url, model="")
+    with pytest.raises(ValueError, match="reply_prefix"):
+        cls(redis_url, model="m", reply_prefix="p" * 250)
+    with pytest.raises(ValueError, match="on_busy"):
+        cls(redis_url, model="m", on_busy="drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retries"):
+        cls(redis_url, model="m", retries=-1)
+    decoding = (redis.Redis if cls is Client else aioredis.Redis).from_url(redis_url, decode_responses=True)
     with pytest.raises(ValueError, match="decode_responses"):
-        Client(model="m", redis=decoding)
-    decoding.close()
+        cls(model="m", redis=decoding)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- closing
 
 
-def test_close_fails_pending_and_deletes_reply_stream(redis_url: str, redis_client: redis.Redis) -> None:
+def test_close_fails_pending_and_deletes_reply_stream(
+    make_client: MakeClient, redis_url: str, redis_client: redis.Redis
+) -> None:
     def ignore_some(request: Request, entry_id: bytes) -> list[dict[str, bytes]]:
         return [] if request.id == "ignored" else doubler(request, entry_id)
 
     with FakeWorker(redis_url, ignore_some):
-        client = Client(redis_url, model="double", stream=STREAM)
+        client = make_client()
         client.infer({"x": np.ones(1)})
         assert redis_client.exists(client.reply_stream) == 1
         future = client.submit({"x": np.ones(1)}, request_id="ignored")
+        assert client.readers_alive()
         client.close()
     assert isinstance(future.exception(WAIT_S), ClientClosed)
     assert redis_client.exists(client.reply_stream) == 0
-    assert not any(t.name.startswith("redis-infer-replies") and t.is_alive() for t in threading.enumerate())
+    assert not client.readers_alive()
     client.close()  # idempotent
     with pytest.raises(ClientClosed):
         client.submit({"x": np.ones(1)})
 
 
-def test_close_leaves_a_given_redis_open(redis_url: str) -> None:
-    own = redis.Redis.from_url(redis_url)
-    with Client(model="m", stream=STREAM, redis=own) as c:
-        assert "reply_stream" in repr(c)
-    assert own.ping()
-    own.close()
+def test_close_leaves_a_given_redis_open(make_client: MakeClient, kind: Kind, redis_url: str) -> None:
+    c = make_client(url=None, model="m", redis=own_redis(kind, redis_url))
+    assert "reply_stream" in repr(c.client)
+    given = spy_of(c)
+    c.close()
+    assert (c.loop is None and given.ping()) or (c.loop is not None and c.loop.run(given.ping()))
+
+
+# -------------------------------------------------------------------------------- one client's own behaviour
+
+
+def test_sync_infer_from_a_reply_callback_is_refused(redis_url: str, redis_client: redis.Redis) -> None:
+    client = Driver("sync", redis_url)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def callback(_: Any) -> None:
+        try:
+            client.infer({"x": np.ones(1)})
+        except InferError as exc:
+            errors.append(exc)
+        done.set()
+
+    client.submit({"x": np.ones(1)}, request_id="first").add_done_callback(callback)
+    send_reply(redis_client, client, "first")  # only now: the callback runs on the listener thread
+    assert done.wait(WAIT_S)
+    assert "reply callback" in str(errors[0])
+    client.shutdown()
+
+
+def test_async_cancelled_infer_forgets_request(redis_url: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(redis_url, model="double", stream=STREAM, default_timeout_s=WAIT_S) as client:
+            task = asyncio.create_task(client.infer({"x": np.ones(1)}))
+            while client.pending == 0:  # wait for the submit to land; bounded by wait_for below
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert client.pending == 0
+
+    asyncio.run(asyncio.wait_for(main(), 3 * WAIT_S))
+
+
+def test_async_construct_outside_a_loop_and_close_unused(redis_url: str) -> None:
+    client = AsyncClient(redis_url, model="double", stream=STREAM)  # no running loop needed until the first request
+    assert "reply_stream" in repr(client)
+    asyncio.run(client.aclose())

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from producer.codec import (
+from redis_infer_protocol.codec import (
     BYTES,
     DATATYPES,
     DEFAULT_LIMITS,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from producer.codec import (
+from redis_infer_protocol.codec import (
     BYTES,
     DATATYPES,
     DEFAULT_LIMITS,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 
-from producer.codec import Status
+from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.embedded import EmbeddedRedis
 

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import redis
 
-from producer.codec import Status
+from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, collect, send
 from worker.__main__ import main
 

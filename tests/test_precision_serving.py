@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import redis
 
-from producer.codec import Status
+from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, collect, send
 from tests.precision_models import inputs, make_classifier
 from tests.test_precision import FP16_ATOL, INT8_ATOL, INT8_MEAN_ATOL, assert_same_clear_top1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import redis
 
-from producer.codec import CodecError, Status, decode_request
+from redis_infer_protocol.codec import CodecError, Status, decode_request
 from tests.fakes import TimesTen
 from tests.helpers import WorkerThread, collect, send
 from worker.config import load_settings

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import redis
 
-from producer.codec import Status, encode_request
+from redis_infer_protocol.codec import Status, encode_request
 from tests.fakes import TimesTen
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.errors import EngineError

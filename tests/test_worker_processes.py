@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 
-from producer.codec import Status, encode_request
+from redis_infer_protocol.codec import Status, encode_request
 from tests.helpers import collect, make_affine_model, rand, start_worker_process, stop_process, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

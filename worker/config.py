@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from producer import keys
-from producer.codec import Limits
+from redis_infer_protocol import keys
+from redis_infer_protocol.codec import Limits
 from worker.errors import ConfigError
 
 ENV_PREFIX = "WORKER_"
@@ -95,7 +95,7 @@ class StreamSettings(BaseModel):
     reply_maxlen: int = Field(default=10_000, ge=1, description="Approximate MAXLEN of each reply stream.")
     reply_ttl_s: int = Field(default=300, ge=1, description="Reply streams expire this long after the last reply.")
     reply_prefix: str = Field(
-        default="infer:reply:",
+        default=keys.DEFAULT_REPLY_PREFIX,
         description="Replies go only to keys with this prefix (the SDK's default); others are dead-lettered.",
     )
     dead_letter_stream: str | None = Field(
@@ -110,7 +110,7 @@ class StreamSettings(BaseModel):
 
 
 class LimitsSettings(BaseModel):
-    """Decode limits (see ``producer.codec.Limits``); an entry over a limit gets a TOO_LARGE reply."""
+    """Decode limits (see ``redis_infer_protocol.limits.Limits``); an entry over a limit gets a TOO_LARGE reply."""
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest request body.")
     max_tensors: int = Field(default=64, ge=1, description="Most input tensors in one request.")
@@ -160,8 +160,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    stream: str = Field(default="infer:requests", min_length=1, description="Request stream key.")
-    group: str = Field(default="workers", min_length=1, description="Consumer group name.")
+    stream: str = Field(default=keys.DEFAULT_STREAM, min_length=1, description="Request stream key.")
+    group: str = Field(default=keys.DEFAULT_GROUP, min_length=1, description="Consumer group name.")
     consumer: str = Field(default_factory=_default_consumer, min_length=1, description="This worker's name.")
     backend: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description="Engine backend.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")

@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from producer.codec import CodecError, Limits, Request, Status, Timing, datatype_of, decode_request, peek_envelope
+from redis_infer_protocol.codec import (
+    CodecError,
+    Limits,
+    Request,
+    Status,
+    Timing,
+    datatype_of,
+    decode_request,
+    peek_envelope,
+)
 from worker.engines.base import ModelInfo
 
 Signature = tuple[tuple[int, ...], ...]  # per-sample shape of each model input, in model order

@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from producer.codec import Status, Timing
+from redis_infer_protocol.codec import Status, Timing
 
 log = logging.getLogger(__name__)
 

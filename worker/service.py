@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import redis.exceptions
 
-from producer.codec import Status, Timing, encode_reply, peek_envelope
+from redis_infer_protocol.codec import Status, Timing, encode_reply, peek_envelope
 from worker.batcher import Batcher, Item
 from worker.config import Settings
 from worker.engines.base import Engine, ExecutionSlot

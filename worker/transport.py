@@ -18,7 +18,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from producer import keys
+from redis_infer_protocol import keys
 from worker.config import RedisSettings
 
 log = logging.getLogger(__name__)

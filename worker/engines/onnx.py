@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from redis_infer_protocol.codec import DATATYPES
 from worker.engines.base import ExecutionSlot, ModelInfo, Shapes, TensorSpec
 from worker.errors import ConfigError, EngineError, ModelError
 
@@ -105,8 +106,6 @@ class OnnxEngine:
         max_batch = _batch_limit(inputs + outputs, max_batch_size)
         meta = self._session.get_modelmeta().custom_metadata_map
         self._info = ModelInfo(name, inputs, outputs, max_batch, dict(meta))
-        from producer.codec import DATATYPES
-
         self.dtypes = {spec.name: DATATYPES[spec.datatype] for spec in inputs}
         self._output_names = [spec.name for spec in outputs]
         self.executor = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="onnxruntime")

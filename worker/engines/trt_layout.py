@@ -13,9 +13,10 @@ from typing import Any, Final
 
 import numpy as np
 
+from redis_infer_protocol.codec import DATATYPES
 from worker.errors import EngineError, ModelError
 
-# TensorRT DataType member -> wire datatype (producer/codec.py). BF16/FP8/INT4 have no wire type:
+# TensorRT DataType member -> wire datatype (redis_infer_protocol.codec.DATATYPES). BF16/FP8/INT4 have no wire type:
 # such engines must be built with FP32/FP16 IO (ModelOpt's keep_io_types does that).
 WIRE_TYPES: Final = {
     "FLOAT": "FP32",
@@ -26,15 +27,8 @@ WIRE_TYPES: Final = {
     "BOOL": "BOOL",
     "UINT8": "UINT8",
 }
-NUMPY_TYPES: Final[dict[str, np.dtype[Any]]] = {
-    "FP32": np.dtype("<f4"),
-    "FP16": np.dtype("<f2"),
-    "INT8": np.dtype("i1"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-}
+# Wire datatype -> numpy dtype, from the protocol's one mapping.
+NUMPY_TYPES: Final[dict[str, np.dtype[Any]]] = {wire: DATATYPES[wire] for wire in WIRE_TYPES.values()}
 
 Dims = tuple[int, ...]
 ProfileShapes = dict[str, tuple[Dims, Dims, Dims]]  # input name -> (min, opt, max)

@@ -1,8 +1,10 @@
-"""What the sync and async clients share: request preparation, the pending table, reply routing, deadlines.
+"""The sans-IO client core: request preparation, the pending table, reply routing, dedupe, deadlines, backoff.
 
-Nothing here does I/O. The clients own the Redis connection and the reader (a thread or a task); they
-hand every batch of reply-stream entries to :meth:`ClientCore.handle_entries` and call
-:meth:`ClientCore.expire` after every read, so both clients route, count and time out requests the same way.
+Nothing here does I/O and nothing awaits (as in h11 or httpcore). :class:`~producer.client.Client` (threads)
+and :class:`~producer.aio.AsyncClient` (asyncio) are thin shells: they move bytes to and from Redis and
+sleep where the core says. Sending is driven by :class:`producer.submission.Submission`; reading by
+:class:`ReplyCursor`, which hands every batch of reply-stream entries to :meth:`ClientCore.handle_entries`;
+after every read the shell calls :meth:`ClientCore.expire`. A fix here lands in both clients.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import heapq
 import logging
 import math
+import random
 import threading
 import time
 import uuid
@@ -25,22 +28,16 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.codec import (
-    CodecError,
-    Limits,
-    ParamValue,
-    Reply,
-    Status,
-    decode_reply,
-    encode_request,
-)
 from producer.errors import ClientClosed, InferTimeout, InvalidInput, error_for
+from redis_infer_protocol import keys, validation
+from redis_infer_protocol.codec import CodecError, ParamValue, Reply, Status, decode_reply, encode_request
+from redis_infer_protocol.limits import Limits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
-DEFAULT_STREAM: Final = "infer:requests"
-DEFAULT_REPLY_PREFIX: Final = "infer:reply:"
+DEFAULT_STREAM: Final = keys.DEFAULT_STREAM
+DEFAULT_REPLY_PREFIX: Final = keys.DEFAULT_REPLY_PREFIX
 
 # A client opened from a URL uses a blocking pool of this size: more concurrent calls wait for a free
 # connection (up to POOL_TIMEOUT_S) instead of failing with "Too many connections".
@@ -52,26 +49,29 @@ BACKOFF_FIRST_S: Final = 0.05
 BACKOFF_MAX_S: Final = 1.0
 STOP_TIMEOUT_S: Final = 5.0  # how long close() waits for the reader before giving up on it
 RESULT_GRACE_S: Final = 5.0  # infer() waits this long past the deadline if the reader has not failed the request
-MAX_REQUEST_ID_BYTES: Final = 128  # what codec.decode_request accepts
-MAX_REPLY_TO_BYTES: Final = 256
 REMEMBER_FINISHED: Final = 10_000  # finished request ids kept to tell duplicate replies from late ones
 # close() adds an entry with this field to its own reply stream: it wakes the blocked XREAD at once,
 # where waiting out BLOCK would take up to 1/hz s more (Redis checks blocking timeouts at ``hz``).
 WAKE_FIELD: Final = b"wake"
+REPLY_ID_CHARS: Final = 32  # hex digits after reply_prefix in a reply stream key
 
 _INVALID_STATE: Final = (FuturesInvalidStateError, asyncio.InvalidStateError)
 _TRANSIENT: Final = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
-def add_retry_delay(error: BaseException, attempt: int, retries: int) -> float | None:
-    """Seconds to wait before re-sending requests whose XADD met ``error``, or None to give up.
+def backoff_s(attempt: int, *, first_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S) -> float:
+    """Jittered exponential backoff ("equal jitter"): half of ``min(max_s, first_s * 2**attempt)``, plus up to half.
 
-    Only connection errors are retried, ``retries`` times, with the same request ids: if a failed XADD
-    had in fact reached Redis, the request runs twice and the client drops the second reply.
+    The one backoff of the SDK: re-sends after a connection error, busy retries and reply-read retries. Never
+    zero, so a retry loop cannot spin; jittered, so clients that failed together do not retry together.
     """
-    if not isinstance(error, _TRANSIENT) or attempt >= retries:
-        return None
-    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt))
+    cap = min(max_s, first_s * 2 ** min(attempt, 32))
+    return float(cap / 2 + random.uniform(0, cap / 2))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error is a lost or timed-out connection, worth retrying."""
+    return isinstance(error, _TRANSIENT)
 
 
 @dataclass(slots=True)
@@ -109,8 +109,7 @@ class ClientConfig:
             raise ValueError("stream must be a non-empty string")
         if self.default_timeout_s is not None and not _positive_finite(self.default_timeout_s):
             raise ValueError(f"default_timeout_s must be positive and finite, got {self.default_timeout_s!r}")
-        if len(self.reply_prefix.encode()) + 32 > MAX_REPLY_TO_BYTES:
-            raise ValueError(f"reply_prefix is too long: a reply_to key holds at most {MAX_REPLY_TO_BYTES} bytes")
+        validation.check_reply_prefix(self.reply_prefix, REPLY_ID_CHARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +135,8 @@ class ReplyFuture(Protocol):
 
     def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
 
+    def cancel(self) -> bool: ...
+
 
 F = TypeVar("F", bound=ReplyFuture)
 
@@ -157,13 +158,15 @@ def new_reply_key(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex}"
 
 
-def check_binary_responses(connection_kwargs: Mapping[str, Any]) -> None:
-    """Refuse a Redis client that decodes responses: reply bodies are binary msgpack."""
-    if connection_kwargs.get("decode_responses"):
-        raise ValueError("the Redis client must be created with decode_responses=False")
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One entry of a reply stream, as XREAD returns it."""
+
+    entry_id: bytes
+    fields: Mapping[bytes, bytes]
 
 
-def stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+def stream_entries(response: Any) -> list[StreamEntry]:
     """The entries of an XREAD response for one stream, RESP2 (list) or RESP3 (map) shaped."""
     if not response:
         return []
@@ -171,10 +174,10 @@ def stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
         batches = [v[0] if v and isinstance(v[0], list) else v for v in response.values()]
     else:  # RESP2: [[key, [entry, ...]]]
         batches = [item[1] for item in response]
-    return [(entry_id, fields) for batch in batches for entry_id, fields in batch]
+    return [StreamEntry(entry_id, fields) for batch in batches for entry_id, fields in batch]
 
 
-def settle(future: ReplyFuture, reply: Reply) -> None:
+def resolve(future: ReplyFuture, reply: Reply) -> None:
     """Resolve a future with a reply: its result if OK, else the typed ServerError."""
     if reply.status is not Status.OK:
         fail(future, error_for(reply))
@@ -241,15 +244,17 @@ class ClientCore(Generic[F]):
     ) -> PreparedRequest:
         """Validate and encode one request. Raises InvalidInput; nothing is sent."""
         limits = self.config.limits
-        rid = new_request_id() if request_id is None else _checked_request_id(request_id)
         timeout_s = self.config.default_timeout_s if timeout is None else timeout
         if timeout_s is not None and not _positive_finite(timeout_s):
             raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout_s!r}")
-        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
-            raise InvalidInput(f"priority must be a 32-bit integer, got {priority!r}")
-        _check_inputs(inputs, limits)
-        _check_parameters(parameters, limits)
-        _check_outputs(outputs, limits)
+        try:
+            rid = new_request_id() if request_id is None else validation.check_request_id(request_id)
+            validation.check_priority(priority)
+            validation.check_inputs(inputs, limits)
+            validation.check_parameters(parameters, limits)
+            validation.check_outputs(outputs, limits)
+        except CodecError as exc:
+            raise InvalidInput(str(exc)) from exc
         try:
             fields = encode_request(
                 rid,
@@ -264,12 +269,12 @@ class ClientCore(Generic[F]):
             )
         except (CodecError, ValueError, TypeError, OverflowError) as exc:  # msgpack/numpy raise the latter
             raise InvalidInput(f"cannot encode request: {exc}") from exc
-        if len(fields["body"]) > limits.max_body_bytes:
-            raise InvalidInput(
-                f"request body of {len(fields['body'])} bytes exceeds the limit of {limits.max_body_bytes}"
-            )
+        try:
+            validation.check_body_size(fields["body"], limits)
+        except CodecError as exc:
+            raise InvalidInput(str(exc)) from exc
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return PreparedRequest(rid, fields, timeout_s, deadline)
+        return PreparedRequest(request_id=rid, fields=fields, timeout_s=timeout_s, deadline=deadline)
 
     def prepare_many(
         self,
@@ -339,22 +344,22 @@ class ClientCore(Generic[F]):
 
     # ---------------------------------------------------------------------------------- replies
 
-    def handle_entries(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[bytes]:
+    def handle_entries(self, entries: Sequence[StreamEntry]) -> list[bytes]:
         """Decode reply entries and resolve their futures. Returns the entry ids, to be XDELed."""
-        for entry_id, fields in entries:
-            if WAKE_FIELD in fields:
+        for entry in entries:
+            if WAKE_FIELD in entry.fields:
                 continue
             try:
-                reply = decode_reply(fields, self.config.limits)
+                reply = decode_reply(entry.fields, self.config.limits)
             except CodecError as exc:
                 with self._lock:
                     self._stats.undecodable_replies += 1
-                log.warning("dropping undecodable reply %s on %s: %s", entry_id, self.reply_key, exc)
+                log.warning("dropping undecodable reply %s on %s: %s", entry.entry_id, self.reply_key, exc)
                 continue
             future = self._route(reply)
             if future is not None:
-                settle(future, reply)
-        return [entry_id for entry_id, _ in entries]
+                resolve(future, reply)
+        return [entry.entry_id for entry in entries]
 
     def _route(self, reply: Reply) -> F | None:
         with self._lock:
@@ -441,109 +446,24 @@ class ReplyCursor:
         self._core = core
         self.last_id: bytes = b"0-0"
         self.to_delete: list[bytes] = []
-        self._backoff_s = BACKOFF_FIRST_S
+        self._failures = 0  # consecutive failed reads
 
     def consumed(self, response: Any) -> None:
         """Handle a read's response: route the replies, remember them for deletion, reset the backoff."""
-        self._backoff_s = BACKOFF_FIRST_S
+        self._failures = 0
         entries = stream_entries(response)
         self.to_delete = self._core.handle_entries(entries)
         if entries:
-            self.last_id = entries[-1][0]
+            self.last_id = entries[-1].entry_id
 
     def failed(self, exc: Exception) -> float:
         """Count and log a failed read. Returns how long to wait before the next one."""
         self._core.count_read_error()
-        delay, self._backoff_s = self._backoff_s, min(BACKOFF_MAX_S, self._backoff_s * 2)
+        delay = backoff_s(self._failures)
+        self._failures += 1
         key = self._core.reply_key
         if isinstance(exc, _TRANSIENT):
             log.warning("reading replies from %s failed (%s); retrying in %.2f s", key, exc, delay)
         else:  # a bug or a clobbered key: keep going so pending requests still time out, but say it loudly
             log.error("unexpected error reading replies from %s; retrying in %.2f s", key, delay, exc_info=exc)
         return delay
-
-
-# The checks below mirror what codec.decode_request accepts, so that a request a worker would reject as
-# MALFORMED or TOO_LARGE fails here, before it is sent.
-
-
-def _check_inputs(inputs: Any, limits: Limits) -> None:
-    if not isinstance(inputs, Mapping):
-        raise InvalidInput(f"inputs must be a mapping of name to array, got {type(inputs).__name__}")
-    if len(inputs) > limits.max_tensors:
-        raise InvalidInput(f"{len(inputs)} inputs exceed the limit of {limits.max_tensors}")
-    for name in inputs:
-        _check_name(name, "input name", limits)
-
-
-def _check_parameters(parameters: Mapping[str, Any] | None, limits: Limits) -> None:
-    if parameters is None:
-        return
-    if not isinstance(parameters, Mapping) or len(parameters) > limits.max_parameters:
-        raise InvalidInput(f"parameters must be a mapping of at most {limits.max_parameters} entries")
-    for key, value in parameters.items():
-        _check_name(key, "parameter name", limits)
-        if isinstance(value, str):
-            if len(value) > limits.max_string_bytes:
-                raise InvalidInput(f"parameter {key!r} is longer than {limits.max_string_bytes} characters")
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidInput(f"parameter {key!r} must be finite, got {value}")
-        elif not isinstance(value, int):  # bool is an int
-            raise InvalidInput(f"parameter {key!r} must be a str, int, float or bool, got {type(value).__name__}")
-
-
-def _check_outputs(outputs: Sequence[str] | None, limits: Limits) -> None:
-    if outputs is None:
-        return
-    if isinstance(outputs, str | bytes) or len(outputs) > limits.max_tensors:
-        raise InvalidInput(f"outputs must be a sequence of at most {limits.max_tensors} names")
-    for name in outputs:
-        _check_name(name, "output name", limits)
-
-
-def _check_name(name: Any, what: str, limits: Limits) -> None:
-    if not isinstance(name, str):
-        raise InvalidInput(f"{what} must be a string, got {type(name).__name__}")
-    if len(name) > limits.max_name_bytes:
-        raise InvalidInput(f"{what} {name[:32]!r}... is longer than {limits.max_name_bytes} characters")
-
-
-def _checked_request_id(request_id: str) -> str:
-    if not isinstance(request_id, str) or not request_id:
-        raise InvalidInput(f"request_id must be a non-empty string, got {request_id!r}")
-    if len(request_id.encode()) > MAX_REQUEST_ID_BYTES:
-        raise InvalidInput(f"request_id is longer than {MAX_REQUEST_ID_BYTES} bytes")
-    return request_id
-
-
-class ClientInfo:
-    """Read-only facts about a client, shared by :class:`~producer.client.Client` and
-    :class:`~producer.aio.AsyncClient` (both keep their :class:`ClientCore` in ``_core``)."""
-
-    _core: ClientCore[Any]
-
-    @property
-    def model(self) -> str:
-        """The model requests ask for."""
-        return self._core.config.model
-
-    @property
-    def stream(self) -> str:
-        """The request stream."""
-        return self._core.config.stream
-
-    @property
-    def reply_stream(self) -> str:
-        """This client's private reply stream key."""
-        return self._core.reply_key
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of this client's counters."""
-        return self._core.stats
-
-    @property
-    def pending(self) -> int:
-        """How many requests are waiting for a reply."""
-        return self._core.pending_count

@@ -1,10 +1,10 @@
 """Wire format v1: msgpack-encoded tensors in Redis Stream entries.
 
-This module is the whole contract between producers and workers (see ``docs/protocol.md``). It imports
-only numpy and msgpack so that the client stays light and a port to another language has a single
-reference. Decoding never copies tensor payloads: every array is an ``np.frombuffer`` view of the
-received bytes, and every size a peer declares is checked against hard limits *before* anything is
-allocated for it.
+With :mod:`redis_infer_protocol.keys` and :mod:`redis_infer_protocol.limits`, this module is the whole
+contract between producers and workers (see ``docs/protocol.md``). It imports only numpy and msgpack
+so that the client stays light and a port to another language has a single reference. Decoding never
+copies tensor payloads: every array is an ``np.frombuffer`` view of the received bytes, and every size a
+peer declares is checked against hard limits *before* anything is allocated for it.
 
 A request entry has four stream fields::
 
@@ -23,10 +23,41 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 import numpy as np
+
+from redis_infer_protocol.limits import DEFAULT_LIMITS as DEFAULT_LIMITS
+from redis_infer_protocol.limits import MAX_REPLY_TO_BYTES, MAX_REQUEST_ID_BYTES, in_int32
+from redis_infer_protocol.limits import Limits as Limits
+
+__all__ = [
+    "BYTES",
+    "DATATYPES",
+    "DEFAULT_LIMITS",
+    "PROTOCOL_VERSION",
+    "TIMING_FIELDS",
+    "CodecError",
+    "Envelope",
+    "Limits",
+    "ParamValue",
+    "Parameters",
+    "Reply",
+    "Request",
+    "Status",
+    "Tensor",
+    "Timing",
+    "datatype_of",
+    "decode_reply",
+    "decode_request",
+    "decode_tensor",
+    "dtype_of",
+    "encode_reply",
+    "encode_request",
+    "encode_tensor",
+    "peek_envelope",
+]
 
 PROTOCOL_VERSION: Final = 1
 
@@ -73,27 +104,6 @@ class CodecError(ValueError):
     def __init__(self, message: str, status: Status = Status.MALFORMED) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Hard bounds on what a peer may make us allocate. Checked before any allocation."""
-
-    max_body_bytes: int = 64 * 1024 * 1024
-    max_tensors: int = 64
-    max_rank: int = 8
-    max_elements: int = 64 * 1024 * 1024
-    max_name_bytes: int = 256
-    max_parameters: int = 64
-    max_string_bytes: int = 4096  # parameter values and error messages
-
-    def __post_init__(self) -> None:
-        for name in self.__dataclass_fields__:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Limits.{name} must be positive")
-
-
-DEFAULT_LIMITS: Final = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,15 +351,26 @@ def _text_field(fields: Mapping[Any, Any], key: str, max_bytes: int) -> str:
         raise CodecError(f"field {key!r} is not UTF-8") from None
 
 
-def peek_envelope(fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
-    """Best-effort (id, reply_to) of an entry, for answering one whose body cannot be decoded."""
-    out: list[str | None] = []
-    for key, limit in (("id", 128), ("reply_to", 256)):
-        try:
-            out.append(_text_field(fields, key, limit) or None)
-        except CodecError:
-            out.append(None)
-    return out[0], out[1]
+class Envelope(NamedTuple):
+    """The plain fields of a request entry, readable when its body is not.
+
+    A NamedTuple rather than a dataclass so that ``request_id, reply_to = peek_envelope(...)`` keeps working.
+    """
+
+    request_id: str | None
+    reply_to: str | None
+
+
+def peek_envelope(fields: Mapping[Any, Any]) -> Envelope:
+    """Best-effort id and reply_to of an entry, for answering one whose body cannot be decoded."""
+    return Envelope(_peek(fields, "id", MAX_REQUEST_ID_BYTES), _peek(fields, "reply_to", MAX_REPLY_TO_BYTES))
+
+
+def _peek(fields: Mapping[Any, Any], key: str, max_bytes: int) -> str | None:
+    try:
+        return _text_field(fields, key, max_bytes) or None
+    except CodecError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------ requests
@@ -404,8 +425,8 @@ def decode_request(fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS) -
             f"protocol version {version[:16]!r} is not supported (this worker speaks {PROTOCOL_VERSION})",
             Status.UNSUPPORTED_VERSION,
         )
-    request_id = _text_field(fields, "id", 128)
-    reply_to = _text_field(fields, "reply_to", 256)
+    request_id = _text_field(fields, "id", MAX_REQUEST_ID_BYTES)
+    reply_to = _text_field(fields, "reply_to", MAX_REPLY_TO_BYTES)
     body_raw = _field(fields, "body")
     if body_raw is None:
         raise CodecError("entry has no 'body' field")
@@ -451,7 +472,7 @@ def _decode_tensor_list(obj: Any, what: str, limits: Limits) -> dict[str, np.nda
 def _int(obj: Any, what: str) -> int:
     if not isinstance(obj, int) or isinstance(obj, bool):
         raise CodecError(f"{what} must be an integer, got {type(obj).__name__}")
-    if not -(2**31) <= obj < 2**31:
+    if not in_int32(obj):
         raise CodecError(f"{what} {obj} is out of range")
     return obj
 
@@ -533,7 +554,7 @@ def decode_reply(fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS) -> 
         raise CodecError("reply has no 'v' (protocol version) field")
     if version != str(PROTOCOL_VERSION).encode():
         raise CodecError(f"reply has unsupported protocol version {version[:16]!r}", Status.UNSUPPORTED_VERSION)
-    request_id = _text_field(fields, "id", 128)
+    request_id = _text_field(fields, "id", MAX_REQUEST_ID_BYTES)
     body_raw = _field(fields, "body")
     if body_raw is None:
         raise CodecError("reply has no 'body' field")
