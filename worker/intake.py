@@ -97,16 +97,23 @@ class Intake:
                 raise CodecError(f"reply_to {request.reply_to!r} is not a reply stream", Status.INVALID_ARGUMENT)
             rows, signature = self._check(request)
         except CodecError as exc:
-            request_id, reply_to = peek_envelope(fields)
-            if reply_to is not None and not self.may_reply_to(reply_to):
-                reply_to = None
+            request_id, reply_to = self.envelope(fields)
             return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
         deadline_ns = self._deadline_ns(request, timing.enqueued_ns)
         return WorkItem(entry_id, request, rows, signature, timing, deadline_ns, fields)
 
     def may_reply_to(self, key: str) -> bool:
-        """Whether replies may be written to ``key``."""
+        """Whether replies may be written to ``key``: the one rule, applied on every path (the transport
+        applies it again before each reply write and TTL)."""
         return key.startswith(self.reply_prefix) and key not in self.forbidden_reply_to
+
+    def envelope(self, fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
+        """(request id, reply_to) of an entry that is answered without being decoded (poison, a bug);
+        ``reply_to`` is None unless ``may_reply_to`` allows it."""
+        request_id, reply_to = peek_envelope(fields)
+        if reply_to is not None and not self.may_reply_to(reply_to):
+            reply_to = None
+        return request_id, reply_to
 
     def _deadline_ns(self, request: Request, enqueued_ns: int) -> int | None:
         timeouts = [t for t in (request.timeout_ms, self.default_timeout_ms) if t is not None]
