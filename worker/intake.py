@@ -47,12 +47,22 @@ class Rejection:
     dead_letter: bool = False  # also dead-letter it (always when there is nobody to reply to)
 
 
-def entry_time_ns(entry_id: str) -> int:
-    """Wall-clock ns of a stream entry id (its millisecond part, set by the Redis server at XADD)."""
+# How far an entry id's time may run ahead of the server's clock (as estimated at read) before it is
+# not believed: a producer may XADD with an explicit id, and a future one would push its deadline away.
+FUTURE_ID_TOLERANCE_NS = 1_000_000_000
+
+
+def entry_time_ns(entry_id: str, server_now_ns: int | None = None) -> int:
+    """Wall-clock ns of a stream entry id (its millisecond part, set by the Redis server at XADD, or by a
+    producer that gives an explicit id). Given ``server_now_ns``, a time more than a second ahead of it
+    is replaced by it: entry ids are trusted only up to the server's clock."""
     try:
-        return int(entry_id.split("-", 1)[0]) * 1_000_000
+        value = int(entry_id.split("-", 1)[0]) * 1_000_000
     except ValueError:
         return 0
+    if server_now_ns is not None and value > server_now_ns + FUTURE_ID_TOLERANCE_NS:
+        return server_now_ns
+    return value
 
 
 class Intake:
@@ -89,8 +99,12 @@ class Intake:
         self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
 
-    def admit(self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None) -> WorkItem | Rejection:
-        timing = Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns or time.time_ns())
+    def admit(
+        self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None, server_now_ns: int | None = None
+    ) -> WorkItem | Rejection:
+        """Decode and validate one entry. ``server_now_ns``: the Redis server's clock at read (bounds the
+        trust in the entry id's time)."""
+        timing = Timing(enqueued_ns=entry_time_ns(entry_id, server_now_ns), read_ns=read_ns or time.time_ns())
         try:
             request = decode_request(fields, self.limits)
             if not self.may_reply_to(request.reply_to):

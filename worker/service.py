@@ -142,6 +142,7 @@ class Worker:
         self._held: set[str] = set()
         self._own_pel_read = False  # the own pending entries of a previous life were re-read
         self._last_refusal_log = 0.0
+        self._clock_offset_ns = 0  # Redis server clock minus ours, measured by the heartbeat
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -335,7 +336,7 @@ class Worker:
                                             self._timing(entry_id, read_ns), {}))  # fmt: skip
                 continue
             try:
-                result = self.intake.admit(entry_id, fields, read_ns)
+                result = self.intake.admit(entry_id, fields, read_ns, read_ns + self._clock_offset_ns)
             except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
                 log.exception("could not admit entry %s", entry_id)
                 why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
@@ -354,9 +355,8 @@ class Worker:
         if rejections:
             await self._publish_rejections(rejections)
 
-    @staticmethod
-    def _timing(entry_id: str, read_ns: int) -> Timing:
-        return Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns)
+    def _timing(self, entry_id: str, read_ns: int) -> Timing:
+        return Timing(enqueued_ns=entry_time_ns(entry_id, read_ns + self._clock_offset_ns), read_ns=read_ns)
 
     def _expired(self, item: WorkItem, why: str) -> Rejection:
         request = item.request
@@ -625,6 +625,9 @@ class Worker:
         while not self._closed.is_set():
             try:
                 await self.transport.heartbeat(self.health(), ttl)
+                before = time.time_ns()
+                server_ms = await self.transport.server_time_ms()
+                self._clock_offset_ns = server_ms * 1_000_000 - (before + time.time_ns()) // 2
                 lag, pending = await self.maintenance.group_backlog()
                 self.metrics.group_lag.set(lag)
                 self.metrics.group_pending.set(pending)

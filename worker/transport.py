@@ -11,6 +11,7 @@ Every redis-py error leaves this module as one of the worker's own types (``work
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -209,7 +210,14 @@ class Transport:
 
     @translated
     async def ensure_group(self) -> None:
-        """Create the group (and the stream) if missing; a new group starts at the stream's first entry."""
+        """Create the group (and the stream) if missing; a new group starts at the stream's first entry.
+
+        Looks first (XINFO GROUPS reads), so that a restart works while Redis refuses writes (OOM).
+        """
+        with contextlib.suppress(rexc.ResponseError):  # no such key: create it below
+            groups = await self.client.xinfo_groups(self.stream)
+            if any(_text(g["name"]) == self.group for g in groups):
+                return
         try:
             await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             log.info("created consumer group %s on %s", self.group, self.stream)
@@ -283,7 +291,7 @@ class Transport:
                     pipe.xadd(o.reply.stream, dict(o.reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
                 if o.dead is not None:
                     maxlen = self.dead_letters.maxlen or None
-                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead), maxlen=maxlen, approximate=False)  # type: ignore[arg-type]
             results = iter(await pipe.execute(raise_on_error=False))
             ttl_streams: set[str] = set()
             acks: list[str] = []
@@ -542,7 +550,12 @@ class GroupMaintenance:
 
     @translated
     async def publish_limits(self, max_backlog: int) -> None:
-        """Publish producer-facing limits (read by the SDK's XADD script) under ``keys.limits_key``."""
+        """Publish producer-facing limits (read by the SDK's XADD script) under ``keys.limits_key``.
+
+        Writes only when the value changed, so that a restart works while Redis refuses writes (OOM).
+        """
+        if await self._client.hget(keys.limits_key(self._stream), "max_backlog") == str(max_backlog).encode():
+            return
         await self._client.hset(keys.limits_key(self._stream), mapping={"max_backlog": str(max_backlog)})
 
 
