@@ -64,7 +64,7 @@ def request(rid: str, reply_to: str = "infer:reply:test", **kw: object) -> dict[
 
 
 def test_poison_entry_cannot_reply_into_or_expire_a_foreign_key(
-    redis_url: str, redis_client: redis.Redis, affine: Path
+    redis_url: str, redis_client: redis.Redis, affine: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     redis_client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     redis_client.xadd("app:other", {"mine": "1"})
@@ -80,6 +80,8 @@ def test_poison_entry_cannot_reply_into_or_expire_a_foreign_key(
     assert redis_client.ttl(STREAM) == -1  # the request stream got no TTL
     assert redis_client.ttl("app:other") == -1 and redis_client.xlen("app:other") == 1  # nothing written there
     assert sorted(d[1][b"original_id"].decode() for d in redis_client.xrange(DEAD)) == sorted(ids)
+    # The poison path itself applied the rule: the transport's last gate never had to.
+    assert not [r for r in caplog.records if "refused at the transport" in r.getMessage()]
 
 
 def test_transport_refuses_a_reply_the_rule_does_not_allow(redis_url: str, redis_client: redis.Redis) -> None:

@@ -282,6 +282,8 @@ class Transport:
         while todo:
             for o in todo:
                 if o.reply is not None and not self.reply_allowed(o.reply.stream):
+                    log.error("reply for %s to %r refused at the transport: not a reply stream", o.entry_id,
+                              o.reply.stream)  # fmt: skip
                     o.refused = f"reply_to {o.reply.stream!r} is not a reply stream"
                     o.dead = o.dead or DeadLetter(o.entry_id, o.reply.request_fields, o.refused)
                     o.reply = None
