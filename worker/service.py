@@ -26,7 +26,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from producer.codec import Status, Timing, encode_reply
 from worker.batcher import Batcher, Item
 from worker.config import Settings
 from worker.engines.base import Engine, ExecutionSlot
-from worker.errors import EngineError, NoGroup, RedisError
+from worker.errors import EngineError, NoGroup, RedisError, RedisUnavailable
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
 from worker.observability import HealthServer, Metrics
 from worker.recovery import Recovered, Recovery, run_forever
@@ -45,6 +45,10 @@ from worker.transport import DeadLetter, DeadLetterPolicy, Entry, Outcome, Outgo
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError,)
+
+
+def _first_refusal(retry: list[Outcome]) -> str | None:
+    return (retry[0].refusal or "refused") if retry else None
 
 
 class _Everything:
@@ -65,6 +69,7 @@ class Stats:
     redis_errors: int = 0
     recovered: int = 0
     dead_letters_lost: int = 0
+    refused_writes: int = 0  # settle retries after a passing refusal (OOM, READONLY...)
 
 
 class Backoff:
@@ -255,9 +260,11 @@ class Worker:
             # write them again before taking their pending entries for orphans.
             self._claims_paused_until = time.monotonic() + self.settings.health_ttl_s
 
-    async def _with_retry(self, op: Any, *args: Any) -> Any:
+    async def _with_retry(self, op: Any, *args: Any, refused: Callable[[Any], str | None] | None = None) -> Any:
         """Run a Redis operation, retrying through outages with backoff and jitter until it works.
 
+        ``refused``: given the result, the reason Redis refused part of the work (the caller retries
+        that part), or None; a refusal keeps the worker marked unavailable (/readyz 503).
         Gives up only when stopping and past the grace period, leaving the entries pending for others.
         """
         backoff = Backoff()
@@ -272,7 +279,11 @@ class Worker:
                 log.debug("redis operation failed (%s); retry in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
             else:
-                self._redis_ok()
+                reason = refused(result) if refused is not None else None
+                if reason is None:
+                    self._redis_ok()
+                else:
+                    self._redis_failed(RedisUnavailable(f"writes refused: {reason}", reason=reason))
                 return result
 
     # -------------------------------------------------------------------------------------- reading
@@ -404,7 +415,7 @@ class Worker:
     async def _settle_all(self, outcomes: list[Outcome]) -> None:
         backoff = Backoff()
         while True:
-            retry = await self._with_retry(self.transport.settle, outcomes)
+            retry = await self._with_retry(self.transport.settle, outcomes, refused=_first_refusal)
             if not retry:
                 return
             if self.stopping and time.monotonic() > self._drain_deadline:
@@ -412,6 +423,7 @@ class Worker:
                 return
             delay = backoff.next_delay()
             self.metrics.refused_writes.inc(len(retry))
+            self.stats.refused_writes += 1
             now = time.monotonic()
             if now - self._last_refusal_log >= 10:  # one line per 10 s, not one per retry of every batch
                 self._last_refusal_log = now
