@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from producer.codec import Status, decode_reply, encode_request
+from producer.codec import CodecError, Status, decode_reply, decode_tensor, encode_request
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.intake import entry_time_ns
 from worker.transport import DeadLetterPolicy, Outcome, OutgoingReply, Transport
@@ -196,3 +197,22 @@ def test_poison_and_good_entries_are_answered_exactly_once(
         wait_for(lambda: pending(redis_client) == 0)
     ids = [decode_reply(f).id for _i, f in redis_client.xrange("infer:reply:test")]
     assert len(ids) == len(set(ids)) == 40
+
+
+# ------------------------------------------------------------------------- M2: BYTES bodies
+
+
+def test_bytes_tensors_are_checked_against_the_model_before_decoding(
+    redis_url: str, redis_client: redis.Redis, affine: Path
+) -> None:
+    many = np.array([b""] * (1024 * 1024 + 1), dtype=object).reshape(1, -1)
+    with WorkerThread(redis_url, affine) as wt:
+        redis_client.xadd(STREAM, encode_request("bytes-for-fp32", "infer:reply:test", "affine", {"x": many}))
+        reply = collect(redis_client, 1)["bytes-for-fp32"]
+        assert wt.worker is not None and not wt.worker.stopping
+    assert reply.status is Status.INVALID_ARGUMENT and "must be FP32, got BYTES" in (reply.error or "")
+    with pytest.raises(CodecError, match="more than 1048576") as err:
+        decode_tensor(
+            {"name": "s", "datatype": "BYTES", "shape": [1024 * 1024 + 1], "data": bytes(4 * 1024 * 1024 + 4)}
+        )
+    assert err.value.status is Status.TOO_LARGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -108,10 +109,8 @@ def _busy(client: redis.Redis) -> Callable[[], None]:
 
 
 def _run_forever(client: redis.Redis) -> None:
-    try:
+    with contextlib.suppress(redis.ResponseError):  # killed
         client.eval("while true do end", 0)
-    except redis.ResponseError:
-        pass  # killed
 
 
 def _answers_busy(client: redis.Redis) -> bool:

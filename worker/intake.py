@@ -98,6 +98,7 @@ class Intake:
         self.reply_prefix = reply_prefix
         self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
+        self._datatypes = {spec.name: spec.datatype for spec in info.inputs}
 
     def admit(
         self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None, server_now_ns: int | None = None
@@ -106,7 +107,7 @@ class Intake:
         trust in the entry id's time)."""
         timing = Timing(enqueued_ns=entry_time_ns(entry_id, server_now_ns), read_ns=read_ns or time.time_ns())
         try:
-            request = decode_request(fields, self.limits)
+            request = decode_request(fields, self.limits, self._datatypes)
             if not self.may_reply_to(request.reply_to):
                 raise CodecError(f"reply_to {request.reply_to!r} is not a reply stream", Status.INVALID_ARGUMENT)
             rows, signature = self._check(request)

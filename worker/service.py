@@ -45,6 +45,7 @@ from worker.transport import DeadLetter, DeadLetterPolicy, Entry, Outcome, Outgo
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError,)
+OFFLOAD_DECODE_BYTES = 1024 * 1024  # bodies this large are decoded off the event loop
 
 
 def _first_refusal(retry: list[Outcome]) -> str | None:
@@ -347,7 +348,7 @@ class Worker:
                                             self._timing(entry_id, read_ns), {}))  # fmt: skip
                 continue
             try:
-                result = self.intake.admit(entry_id, fields, read_ns, read_ns + self._clock_offset_ns)
+                result = await self._decode(entry_id, fields, read_ns)
             except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
                 log.exception("could not admit entry %s", entry_id)
                 why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
@@ -365,6 +366,14 @@ class Worker:
         self._wakeup.set()  # the dispatcher may form a batch while the rejections are written
         if rejections:
             await self._publish_rejections(rejections)
+
+    async def _decode(self, entry_id: str, fields: dict[bytes, bytes], read_ns: int) -> WorkItem | Rejection:
+        """Decode one entry; a large body in a thread, so that the event loop keeps serving (a 64 MiB
+        BYTES tensor takes seconds to unpack)."""
+        server_now_ns = read_ns + self._clock_offset_ns
+        if len(fields.get(b"body", b"")) < OFFLOAD_DECODE_BYTES:
+            return self.intake.admit(entry_id, fields, read_ns, server_now_ns)
+        return await asyncio.to_thread(self.intake.admit, entry_id, fields, read_ns, server_now_ns)
 
     def _timing(self, entry_id: str, read_ns: int) -> Timing:
         return Timing(enqueued_ns=entry_time_ns(entry_id, read_ns + self._clock_offset_ns), read_ns=read_ns)
