@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from producer.codec import CodecError, Status, decode_reply, decode_tensor, encode_request
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
+from worker.errors import RedisUnavailable
 from worker.intake import entry_time_ns
 from worker.transport import DeadLetterPolicy, Outcome, OutgoingReply, Transport
 
@@ -216,3 +217,69 @@ def test_bytes_tensors_are_checked_against_the_model_before_decoding(
             {"name": "s", "datatype": "BYTES", "shape": [1024 * 1024 + 1], "data": bytes(4 * 1024 * 1024 + 4)}
         )
     assert err.value.status is Status.TOO_LARGE
+
+
+# ----------------------------------------------------------------------- suspected races, now closed
+
+
+def _transport(client: aioredis.Redis, consumer: str = "me") -> Transport:
+    return Transport(client, stream=STREAM, group=GROUP, consumer=consumer, dead_letter_stream=DEAD,
+                     reply_maxlen=100, reply_ttl_s=60)  # fmt: skip
+
+
+def test_an_idle_consumer_is_deleted_only_if_still_idle_empty_and_dead(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    redis_client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    for name in ("gone", "alive", "busy"):
+        redis_client.xgroup_createconsumer(STREAM, GROUP, name)
+    redis_client.hset(f"{STREAM}:worker:alive", "status", "ready")
+    deliver_to(redis_client, "busy", [request("held")])
+
+    async def go() -> dict[str, bool]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            m = _transport(client).maintenance()
+            return {name: await m.delete_idle_consumer(name, 0) for name in ("gone", "alive", "busy", "nobody")}
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go()) == {"gone": True, "alive": False, "busy": False, "nobody": False}
+    names = {c["name"] for c in redis_client.xinfo_consumers(STREAM, GROUP)}
+    assert names == {b"alive", b"busy"}
+
+
+def test_a_settle_retried_after_a_lost_answer_still_sets_the_reply_ttl(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    (entry_id,) = deliver_to(redis_client, "me", [request("r")])
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        t = _transport(client)
+        real, calls = client.pipeline, []
+
+        def pipeline(*args: object, **kw: object) -> object:
+            pipe = real(*args, **kw)  # type: ignore[arg-type]
+            calls.append(pipe)
+            if len(calls) == 2:  # the EXPIRE + XACK round trip: its answer is lost
+
+                async def fail(*_a: object, **_k: object) -> None:
+                    raise redis.ConnectionError("connection lost")
+
+                pipe.execute = fail  # type: ignore[method-assign]
+            return pipe
+
+        monkeypatch.setattr(client, "pipeline", pipeline)
+        outcome = Outcome(entry_id, OutgoingReply("infer:reply:new", {"id": b"r"}, entry_id, {}))
+        try:
+            with pytest.raises(RedisUnavailable):
+                await t.settle([outcome])
+            assert await t.settle([outcome]) == []
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+    assert 0 < redis_client.ttl("infer:reply:new") <= 60
+    assert redis_client.xlen("infer:reply:new") == 1 and pending(redis_client) == 0

@@ -69,11 +69,8 @@ class Recovery:
         if self.trim:
             out.trimmed = await self.m.trim_acknowledged()
         for consumer in await self.m.idle_consumers(self.min_idle_ms):
-            if not (await self.m.alive([consumer]))[consumer]:
-                left = await self.m.delete_consumer(consumer)
+            if await self.m.delete_idle_consumer(consumer, self.min_idle_ms):  # re-checked atomically
                 out.consumers_deleted.append(consumer)
-                if left:  # a delivery raced the check; XGROUP DELCONSUMER dropped them from the PEL
-                    log.error("deleted consumer %s that had %d pending entries", consumer, left)
         return out
 
     async def _claim(self, out: Recovered, room: int, held: Container[str]) -> None:

@@ -170,6 +170,8 @@ class Worker:
             self._free_slots.put_nowait(slot)
         await self._with_retry(self.transport.ensure_group)
         await self._with_retry(self.maintenance.publish_limits, self.settings.streams.max_backlog)
+        # The health key first: no peer may take this consumer name for idle and delete it under our first read.
+        await self._with_retry(self.transport.heartbeat, self.health(), self.settings.health_ttl_s)
         reader = asyncio.create_task(self._read_loop(), name="reader")
         recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")

@@ -202,6 +202,7 @@ class Transport:
         self.reply_allowed: Callable[[str], bool] = _allow_any
         self.dead_letters = DeadLetterPolicy()
         self.dropped_fields = 0  # non-protocol fields dropped at read, for the metrics
+        self._ttl_owed: set[str] = set()  # reply streams written whose EXPIRE has not been confirmed
 
     def apply_policy(self, *, reply_allowed: Callable[[str], bool], dead_letters: DeadLetterPolicy) -> None:
         """Set the reply-target rule and the dead-letter bounds (the worker calls this once, at start)."""
@@ -350,14 +351,20 @@ class Transport:
 
     async def _finish(self, ttl_streams: set[str], acks: list[str]) -> None:
         """Refresh the TTL of reply streams just written to, and acknowledge what is settled."""
-        if not ttl_streams and not acks:
+        self._ttl_owed |= ttl_streams  # kept until confirmed: a settle retried after a lost answer owes them
+        if not self._ttl_owed and not acks:
             return
+        owed = list(self._ttl_owed)
         pipe = self.client.pipeline(transaction=False)
-        for stream in ttl_streams:
+        for stream in owed:
             pipe.expire(stream, self.reply_ttl_s)
         if acks:
             pipe.xack(self.stream, self.group, *acks)
-        for result in await pipe.execute(raise_on_error=False):
+        results = await pipe.execute(raise_on_error=False)
+        for stream, result in zip(owed, results, strict=False):
+            if not isinstance(result, Exception):
+                self._ttl_owed.discard(stream)
+        for result in results:
             if isinstance(result, Exception):  # the entries stay pending and are processed again
                 log.warning("acknowledging or refreshing reply TTLs failed: %s", result)
 
@@ -546,9 +553,13 @@ class GroupMaintenance:
         ]  # fmt: skip
 
     @translated
-    async def delete_consumer(self, consumer: str) -> int:
-        """Delete a consumer; returns how many pending entries it had (0 when called as intended)."""
-        return int(await self._client.xgroup_delconsumer(self._stream, self._group, consumer))
+    async def delete_idle_consumer(self, consumer: str, min_idle_ms: int) -> bool:
+        """Delete ``consumer`` if, at that instant, it has no health key, an empty pending list and has
+        been idle ``min_idle_ms``: checked and deleted in one script, so that a worker restarting under
+        that name cannot read entries into it between the check and the deletion."""
+        health = keys.health_key(self._stream, consumer)
+        args = (self._group, consumer, min_idle_ms)
+        return int(await self._client.eval(_DELETE_IDLE_CONSUMER, 2, self._stream, health, *args)) >= 0  # type: ignore[misc]
 
     @translated
     async def publish_limits(self, max_backlog: int) -> None:
@@ -559,6 +570,22 @@ class GroupMaintenance:
         if await self._client.hget(keys.limits_key(self._stream), "max_backlog") == str(max_backlog).encode():
             return
         await self._client.hset(keys.limits_key(self._stream), mapping={"max_backlog": str(max_backlog)})
+
+
+_DELETE_IDLE_CONSUMER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #row, 2 do f[row[i]] = row[i + 1] end
+  if f['name'] == ARGV[2] then
+    if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    end
+    return -2
+  end
+end
+return -3
+"""
 
 
 def _parse_id(entry_id: str) -> tuple[int, int]:
