@@ -146,6 +146,7 @@ class Worker:
         # Entry ids this worker holds in memory, from admission until settled (queued, computing or
         # being written): they count against max_queued, and recovery never claims them back.
         self._held: set[str] = set()
+        self._serving = False  # start-up writes done, loops started
         self._own_pel_read = False  # the own pending entries of a previous life were re-read
         self._last_refusal_log = 0.0
         self._clock_offset_ns = 0  # Redis server clock minus ours, measured by the heartbeat
@@ -168,10 +169,15 @@ class Worker:
         """Serve until ``stop()``; returns after draining (or raises the fatal engine error)."""
         for slot in self.engine.slots:
             self._free_slots.put_nowait(slot)
-        await self._with_retry(self.transport.ensure_group)
-        await self._with_retry(self.maintenance.publish_limits, self.settings.streams.max_backlog)
-        # The health key first: no peer may take this consumer name for idle and delete it under our first read.
-        await self._with_retry(self.transport.heartbeat, self.health(), self.settings.health_ttl_s)
+        try:
+            await self._with_retry(self.transport.ensure_group)
+            await self._with_retry(self.maintenance.publish_limits, self.settings.streams.max_backlog)
+        except REDIS_ERRORS:
+            if not self.stopping:
+                raise
+            log.warning("stopped before Redis accepted the start-up writes")
+            return
+        self._serving = True
         reader = asyncio.create_task(self._read_loop(), name="reader")
         recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
@@ -263,11 +269,15 @@ class Worker:
             # write them again before taking their pending entries for orphans.
             self._claims_paused_until = time.monotonic() + self.settings.health_ttl_s
 
-    async def _with_retry(self, op: Any, *args: Any, refused: Callable[[Any], str | None] | None = None) -> Any:
+    async def _with_retry(
+        self, op: Any, *args: Any, refused: Callable[[Any], str | None] | None = None, writes: bool = True
+    ) -> Any:
         """Run a Redis operation, retrying through outages with backoff and jitter until it works.
 
         ``refused``: given the result, the reason Redis refused part of the work (the caller retries
         that part), or None; a refusal keeps the worker marked unavailable (/readyz 503).
+        ``writes``: False for an operation that may succeed without writing (a read-only replica answers
+        it): its success does not mark Redis available again.
         Gives up only when stopping and past the grace period, leaving the entries pending for others.
         """
         backoff = Backoff()
@@ -276,17 +286,19 @@ class Worker:
                 result = await op(*args)
             except REDIS_ERRORS as exc:  # outages and refusals alike; bad credentials raise ConfigError
                 self._redis_failed(exc)
-                if self.stopping and self._reading_done and time.monotonic() > self._drain_deadline:
+                if self.stopping and (
+                    not self._serving or (self._reading_done and time.monotonic() > self._drain_deadline)
+                ):
                     raise
                 delay = backoff.next_delay()
                 log.debug("redis operation failed (%s); retry in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
             else:
                 reason = refused(result) if refused is not None else None
-                if reason is None:
-                    self._redis_ok()
-                else:
+                if reason is not None:
                     self._redis_failed(RedisUnavailable(f"writes refused: {reason}", reason=reason))
+                elif writes:
+                    self._redis_ok()
                 return result
 
     # -------------------------------------------------------------------------------------- reading
@@ -309,8 +321,8 @@ class Worker:
                 backoff.reset()
             except NoGroup:  # the group or the stream was deleted under us
                 log.error("consumer group %s is gone (Redis lost its data?): creating it again", cfg.group)
-                await self._with_retry(self.transport.ensure_group)
-                await self._with_retry(self.maintenance.publish_limits, cfg.streams.max_backlog)
+                await self._with_retry(self.transport.ensure_group, writes=False)
+                await self._with_retry(self.maintenance.publish_limits, cfg.streams.max_backlog, writes=False)
                 continue
             except REDIS_ERRORS as exc:  # an outage or a refusal (MISCONF, READONLY, BUSY...): never fatal
                 self._redis_failed(exc)
@@ -331,7 +343,7 @@ class Worker:
         read counted one delivery), return the rest."""
         if not entries:
             return entries
-        counts = await self._with_retry(self.transport.delivery_counts, [e[0] for e in entries])
+        counts = await self._with_retry(self.transport.delivery_counts, [e[0] for e in entries], writes=False)
         limit = self.settings.recovery.max_deliveries
         poison = [(e, counts[e[0]]) for e in entries if counts.get(e[0], 0) > limit]
         if poison:
