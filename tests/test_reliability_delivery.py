@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import redis.asyncio as aioredis
 from producer.codec import CodecError, Status, decode_reply, decode_tensor, encode_request
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.errors import RedisUnavailable
-from worker.intake import entry_time_ns
+from worker.intake import Intake, entry_time_ns
 from worker.transport import DeadLetterPolicy, Outcome, OutgoingReply, Transport
 
 pytestmark = pytest.mark.integration
@@ -283,3 +284,24 @@ def test_a_settle_retried_after_a_lost_answer_still_sets_the_reply_ttl(
     asyncio.run(go())
     assert 0 < redis_client.ttl("infer:reply:new") <= 60
     assert redis_client.xlen("infer:reply:new") == 1 and pending(redis_client) == 0
+
+
+def test_a_large_body_is_decoded_off_the_event_loop(
+    redis_url: str, redis_client: redis.Redis, affine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: dict[str, str] = {}
+    real = Intake.admit
+
+    def admit(self: Intake, entry_id: str, fields: dict[bytes, bytes], *args: object) -> object:
+        threads[fields[b"id"].decode()] = threading.current_thread().name
+        return real(self, entry_id, fields, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Intake, "admit", admit)
+    with WorkerThread(redis_url, affine) as wt:
+        send(redis_client, "affine", {"x": rand(1, 4)}, request_id="small")
+        send(redis_client, "affine", {"x": rand(1, 300_000)}, request_id="large")  # 1.2 MB body
+        replies = collect(redis_client, 2)
+        loop_thread = wt._thread.name
+    assert replies["large"].status is Status.OK and replies["small"].status is Status.OK
+    assert threads["small"] == loop_thread
+    assert threads["large"] != loop_thread
