@@ -223,3 +223,16 @@ def test_out_of_memory_with_a_backlog_holds_at_most_max_queued_and_recovers(
     warnings = [r for r in caplog.records if "redis refused writes" in r.getMessage()]
     assert 1 <= len(warnings) <= 3  # rate-limited: not one per retry
     client.close()
+
+
+def test_a_redis_near_maxmemory_with_noeviction_is_reported_at_start(
+    server: EmbeddedRedis, affine: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(server.url)
+    client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    client.hset(f"{STREAM}:limits", mapping={"max_backlog": "0"})
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", str(int(used * 1.1)))  # 10 % to spare
+    with WorkerThread(server.url, affine):
+        wait_for(lambda: any("maxmemory-policy noeviction" in r.getMessage() for r in caplog.records))
+    client.close()

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError,)
 OFFLOAD_DECODE_BYTES = 1024 * 1024  # bodies this large are decoded off the event loop
+HEADROOM_WARN_SHARE = 0.8  # warn at start above this share of maxmemory (noeviction)
 
 
 def _first_refusal(retry: list[Outcome]) -> str | None:
@@ -178,6 +179,7 @@ class Worker:
             log.warning("stopped before Redis accepted the start-up writes")
             return
         self._serving = True
+        await self._check_headroom()
         reader = asyncio.create_task(self._read_loop(), name="reader")
         recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
@@ -202,6 +204,19 @@ class Worker:
             await self.transport.clear_heartbeat()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _check_headroom(self) -> None:
+        """Warn at start when Redis runs with noeviction and little memory to spare: under OOM no reply,
+        dead letter or acknowledgement can free memory (docs/reliability.md, "Out of memory")."""
+        try:
+            used, limit, policy = await self.transport.memory()
+        except RedisError as exc:  # INFO may be denied by the ACL: the rule is then the operator's
+            log.info("cannot check Redis memory headroom: %s", exc)
+            return
+        if limit and policy == "noeviction" and used > HEADROOM_WARN_SHARE * limit:
+            log.warning("redis uses %d of its %d bytes with maxmemory-policy noeviction: writes will be refused "
+                        "(OOM) and the queue cannot drain; raise maxmemory or lower streams.max_backlog",
+                        used, limit)  # fmt: skip
 
     async def _drain(self, reader: asyncio.Task[None], dispatcher: asyncio.Task[None]) -> None:
         grace = self.settings.shutdown_grace_s

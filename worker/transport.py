@@ -412,6 +412,12 @@ class Transport:
         seconds, micros = await self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
+    @translated
+    async def memory(self) -> tuple[int, int, str]:
+        """(used bytes, maxmemory bytes (0: no limit), maxmemory policy) from INFO memory."""
+        info = await self.client.info("memory")
+        return int(info["used_memory"]), int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", ""))
+
     def maintenance(self) -> GroupMaintenance:
         """The recovery commands over the same connection, group and consumer name."""
         return GroupMaintenance(self.client, stream=self.stream, group=self.group, consumer=self.consumer)
