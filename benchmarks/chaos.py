@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import chaos_hostile as hostile
-from benchmarks.chaos_harness import MODEL, STREAM, Cluster, make_model, workdir
+from benchmarks import chaos_refusals as refusals
+from benchmarks.chaos_harness import GROUP, MODEL, STREAM, Cluster, _text, make_model, workdir
 from benchmarks.chaos_load import Load, LoadSummary
 from producer import Client
 
@@ -190,6 +191,47 @@ def _redis_restart(*, replay: bool) -> FaultFn:
         out.extra["redis_back_s"] = round(over - at, 3)
         if replay:
             out.extra["replayed"] = load.replay(cluster.admin, before=at, count=opts.replays)
+        return out
+
+    return fault
+
+
+def _refusal(induce: Callable[[Cluster], Callable[[], None]]) -> FaultFn:
+    """Make Redis refuse writes (an error reply, not a lost connection) for ``outage_s``, then undo it.
+    Workers must back off and carry on, producers' XADDs are retried, nothing is lost or duplicated."""
+
+    def fault(cluster: Cluster, load: Load, opts: Options) -> Fault:
+        pending = cluster.group_backlog()[0]
+        restore = induce(cluster)
+        at = time.monotonic()
+        time.sleep(opts.outage_s)
+        restore()
+        over = time.monotonic()
+        out = Fault(at, over, None, pending)
+        out.extra["refused_s"] = round(over - at, 3)
+        return out
+
+    return fault
+
+
+def _lost_read(count: int = 20) -> FaultFn:
+    """Deliver ``count`` new entries to w1's consumer name from outside, as a read whose reply never
+    reached the worker (a timeout, lost bytes): w1 itself must notice and answer them."""
+
+    def fault(cluster: Cluster, load: Load, opts: Options) -> Fault:
+        workers = cluster.alive()
+        for name in workers:  # a moment's pause, so that new entries wait undelivered
+            cluster.freeze(name)
+        deadline = time.monotonic() + 5
+        while cluster.group_backlog()[1] < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        reply = cluster.admin.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=count)
+        at = time.monotonic()
+        for name in workers:
+            cluster.thaw(name)
+        ids = [_text(eid) for _stream, items in reply or [] for eid, _fields in items]
+        out = Fault(at, at, cluster.request_ids(ids), cluster.group_backlog()[0])
+        out.extra["lost_read_entries"] = len(ids)
         return out
 
     return fault
@@ -355,6 +397,11 @@ def _finish(
     return row
 
 
+def _refusal_scenario(name: str) -> Callable[[Options], dict[str, Any]]:
+    fault = _refusal(refusals.INDUCE[name])
+    return lambda o: run_load_scenario(f"refused_{name}", o, fault, workers=["w1", "w2"])
+
+
 SCENARIOS: dict[str, Callable[[Options], dict[str, Any]]] = {
     "kill9_one_of_two": lambda o: run_load_scenario("kill9_one_of_two", o, _kill("w1"), workers=["w1", "w2"]),
     "kill9_only_worker_same_name": lambda o: run_load_scenario(
@@ -374,6 +421,8 @@ SCENARIOS: dict[str, Callable[[Options], dict[str, Any]]] = {
         "sigterm_with_replacement", o, _sigterm("w1", "w3"), workers=["w1", "w2"]
     ),
     "hostile_entries": lambda o: run_hostile_scenario("hostile_entries", o),
+    "lost_read_reply": lambda o: run_load_scenario("lost_read_reply", o, _lost_read(), workers=["w1", "w2"]),
+    **{f"refused_{name}": _refusal_scenario(name) for name in refusals.INDUCE},
 }
 
 

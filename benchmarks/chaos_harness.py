@@ -74,6 +74,7 @@ class Cluster:
         self.model = model
         self.env = {**WORKER_ENV, **env}
         extra = ["--appendfsync", "always"] if durable else []
+        extra += ["--enable-protected-configs", "yes"]  # the refusal scenarios move ``dir`` to fail a save
         self.server = EmbeddedRedis(appendonly=durable, extra_args=extra)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.expected_exit: set[str] = set()  # processes this harness killed or stopped on purpose

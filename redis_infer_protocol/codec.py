@@ -216,8 +216,11 @@ def _pack_bytes_elements(arr: np.ndarray[Any, Any]) -> bytes:
     return b"".join(parts)
 
 
-def decode_tensor(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Tensor:
-    """Decode and validate one tensor map. Returns a zero-copy view for fixed-size datatypes."""
+def decode_tensor(obj: Any, limits: Limits = DEFAULT_LIMITS, datatypes: Mapping[str, str] | None = None) -> Tensor:
+    """Decode and validate one tensor map. Returns a zero-copy view for fixed-size datatypes.
+
+    ``datatypes``: the datatype each named tensor must have, checked before any data is decoded.
+    """
     if not isinstance(obj, Mapping):
         raise CodecError(f"tensor must be a map, got {type(obj).__name__}")
     name = _str(obj.get("name"), "tensor name", limits.max_name_bytes)
@@ -226,8 +229,15 @@ def decode_tensor(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Tensor:
     data = obj.get("data")
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"data of tensor {name!r} must be bin, got {type(data).__name__}")
+    want = None if datatypes is None else datatypes.get(name)
+    if want is not None and want != datatype:
+        raise CodecError(f"input {name!r} must be {want}, got {datatype}", Status.INVALID_ARGUMENT)
     count = math.prod(shape)
     if datatype == BYTES:
+        if limits.max_bytes_elements < count <= len(data) // 4:  # fewer bytes: INVALID_ARGUMENT below
+            raise CodecError(
+                f"BYTES tensor {name!r} has {count} elements, more than {limits.max_bytes_elements}", Status.TOO_LARGE
+            )
         return Tensor(name, _unpack_bytes_elements(bytes(data), count, name).reshape(shape))
     dtype = dtype_of(datatype)
     expected = count * dtype.itemsize
@@ -415,8 +425,13 @@ def encode_request(
     }
 
 
-def decode_request(fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS) -> Request:
-    """Decode and validate a request entry's fields. Raises ``CodecError`` with a status for the reply."""
+def decode_request(
+    fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS, datatypes: Mapping[str, str] | None = None
+) -> Request:
+    """Decode and validate a request entry's fields. Raises ``CodecError`` with a status for the reply.
+
+    ``datatypes``: the model's input datatypes by name, checked before any tensor data is decoded.
+    """
     version = _field(fields, "v")
     if version is None:
         raise CodecError("entry has no 'v' (protocol version) field")
@@ -435,7 +450,7 @@ def decode_request(fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS) -
     model = _str(body.get("model"), "model", limits.max_name_bytes)
     version_obj = body.get("model_version")
     model_version = None if version_obj is None else _str(version_obj, "model_version", limits.max_name_bytes)
-    inputs = _decode_tensor_list(body.get("inputs"), "inputs", limits)
+    inputs = _decode_tensor_list(body.get("inputs"), "inputs", limits, datatypes)
     if not inputs:
         raise CodecError("request has no inputs", Status.INVALID_ARGUMENT)
     return Request(
@@ -451,7 +466,9 @@ def decode_request(fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS) -
     )
 
 
-def _decode_tensor_list(obj: Any, what: str, limits: Limits) -> dict[str, np.ndarray[Any, Any]]:
+def _decode_tensor_list(
+    obj: Any, what: str, limits: Limits, datatypes: Mapping[str, str] | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
     if not isinstance(obj, list):
         raise CodecError(f"{what} must be an array of tensors")
     if len(obj) > limits.max_tensors:
@@ -459,7 +476,7 @@ def _decode_tensor_list(obj: Any, what: str, limits: Limits) -> dict[str, np.nda
     tensors: dict[str, np.ndarray[Any, Any]] = {}
     total = 0
     for item in obj:
-        tensor = decode_tensor(item, limits)
+        tensor = decode_tensor(item, limits, datatypes)
         if tensor.name in tensors:
             raise CodecError(f"tensor {tensor.name!r} appears twice in {what}", Status.INVALID_ARGUMENT)
         total += tensor.data.size

@@ -27,6 +27,7 @@ class Limits:
     max_name_bytes: int = 256
     max_parameters: int = 64
     max_string_bytes: int = 4096  # parameter values and error messages
+    max_bytes_elements: int = 1024 * 1024  # elements of one BYTES tensor (each is a Python object)
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

@@ -101,6 +101,14 @@ class StreamSettings(BaseModel):
     dead_letter_stream: str | None = Field(
         default=None, description="Where undeliverable entries go. Default: '<stream>:dead'."
     )
+    dead_letter_maxlen: int = Field(
+        default=100_000, ge=0, description="Approximate MAXLEN of the dead-letter stream (0: unbounded)."
+    )
+    dead_letter_max_field_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        description="Dead-letter records keep at most this many bytes of each request field (the body is cut).",
+    )
     default_timeout_ms: int | None = Field(
         default=None, ge=1, description="Deadline for requests that set none; a request may only shorten it."
     )

@@ -56,12 +56,22 @@ class Rejection:
     dead_letter: bool = False  # also dead-letter it (always when there is nobody to reply to)
 
 
-def entry_time_ns(entry_id: str) -> int:
-    """Wall-clock ns of a stream entry id (its millisecond part, set by the Redis server at XADD)."""
+# How far an entry id's time may run ahead of the server's clock (as estimated at read) before it is
+# not believed: a producer may XADD with an explicit id, and a future one would push its deadline away.
+FUTURE_ID_TOLERANCE_NS = 1_000_000_000
+
+
+def entry_time_ns(entry_id: str, server_now_ns: int | None = None) -> int:
+    """Wall-clock ns of a stream entry id (its millisecond part, set by the Redis server at XADD, or by a
+    producer that gives an explicit id). Given ``server_now_ns``, a time more than a second ahead of it
+    is replaced by it: entry ids are trusted only up to the server's clock."""
     try:
-        return int(entry_id.split("-", 1)[0]) * 1_000_000
+        value = int(entry_id.split("-", 1)[0]) * 1_000_000
     except ValueError:
         return 0
+    if server_now_ns is not None and value > server_now_ns + FUTURE_ID_TOLERANCE_NS:
+        return server_now_ns
+    return value
 
 
 class Intake:
@@ -97,25 +107,37 @@ class Intake:
         self.reply_prefix = reply_prefix
         self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
+        self._datatypes = {spec.name: spec.datatype for spec in info.inputs}
 
-    def admit(self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None) -> WorkItem | Rejection:
-        timing = Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns or time.time_ns())
+    def admit(
+        self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None, server_now_ns: int | None = None
+    ) -> WorkItem | Rejection:
+        """Decode and validate one entry. ``server_now_ns``: the Redis server's clock at read (bounds the
+        trust in the entry id's time)."""
+        timing = Timing(enqueued_ns=entry_time_ns(entry_id, server_now_ns), read_ns=read_ns or time.time_ns())
         try:
-            request = decode_request(fields, self.limits)
+            request = decode_request(fields, self.limits, self._datatypes)
             if not self.may_reply_to(request.reply_to):
                 raise CodecError(f"reply_to {request.reply_to!r} is not a reply stream", Status.INVALID_ARGUMENT)
             rows, signature = self._check(request)
         except CodecError as exc:
-            request_id, reply_to = peek_envelope(fields)
-            if reply_to is not None and not self.may_reply_to(reply_to):
-                reply_to = None
+            request_id, reply_to = self.envelope(fields)
             return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
         deadline_ns = self._deadline_ns(request, timing.enqueued_ns)
         return WorkItem(entry_id, request, rows, signature, timing, deadline_ns, fields)
 
     def may_reply_to(self, key: str) -> bool:
-        """Whether replies may be written to ``key``."""
+        """Whether replies may be written to ``key``: the one rule, applied on every path (the transport
+        applies it again before each reply write and TTL)."""
         return key.startswith(self.reply_prefix) and key not in self.forbidden_reply_to
+
+    def envelope(self, fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
+        """(request id, reply_to) of an entry that is answered without being decoded (poison, a bug);
+        ``reply_to`` is None unless ``may_reply_to`` allows it."""
+        request_id, reply_to = peek_envelope(fields)
+        if reply_to is not None and not self.may_reply_to(reply_to):
+            reply_to = None
+        return request_id, reply_to
 
     def _deadline_ns(self, request: Request, enqueued_ns: int) -> int | None:
         timeouts = [t for t in (request.timeout_ms, self.default_timeout_ms) if t is not None]

@@ -53,6 +53,12 @@ class Metrics:
         self.dead_lettered = Counter(
             "redis_infer_dead_lettered", "Entries written to the dead-letter stream", registry=r
         )
+        self.dead_letters_lost = Counter(
+            "redis_infer_dead_letters_lost", "Entries acked with no record: refused for good", registry=r
+        )
+        self.refused_writes = Counter(
+            "redis_infer_refused_writes", "Reply or dead-letter writes refused for a while (OOM...)", registry=r
+        )
         self.recovered = Counter("redis_infer_recovered", "Entries claimed from other consumers", registry=r)
         self.redis_errors = Counter("redis_infer_redis_errors", "Failed Redis operations", registry=r)
         self.redis_up = Gauge("redis_infer_redis_up", "1 while Redis answers, 0 during an outage", registry=r)

@@ -5,7 +5,9 @@ Every ``interval_s`` each worker:
 1. lists group entries pending for at least ``min_idle_ms`` (XPENDING ... IDLE);
 2. claims (XCLAIM, with the same min-idle so two claimers never both win) those of other consumers
    whose owner is not alive (no health key), or that have been idle for ``stuck_ms`` whatever the
-   owner says;
+   owner says; and this worker's own entries that it does not hold in memory (a read whose reply
+   never arrived: a timeout, a frozen process, lost bytes), which no one else would take while this
+   worker is alive;
 3. hands claimed entries to the worker like fresh reads, except those delivered more than
    ``max_deliveries`` times, which are dead-lettered and answered with an error;
 4. trims the stream below the oldest unacknowledged entry (XTRIM MINID), so the stream length is the
@@ -19,7 +21,7 @@ that nobody is doing gets claimed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
 from worker.transport import Entry, GroupMaintenance
@@ -58,31 +60,31 @@ class Recovery:
         self.count = count
         self.trim = trim
 
-    async def round(self, room: int) -> Recovered:
-        """One pass. ``room``: how many entries the worker can take now."""
+    async def round(self, room: int, held: Container[str] = frozenset()) -> Recovered:
+        """One pass. ``room``: how many entries the worker can take now; ``held``: the entry ids this
+        worker holds in memory (queued, computing or being settled), never claimed back."""
         out = Recovered()
         if room > 0:
-            await self._claim(out, room)
+            await self._claim(out, room, held)
         if self.trim:
             out.trimmed = await self.m.trim_acknowledged()
         for consumer in await self.m.idle_consumers(self.min_idle_ms):
-            if not (await self.m.alive([consumer]))[consumer]:
-                left = await self.m.delete_consumer(consumer)
+            if await self.m.delete_idle_consumer(consumer, self.min_idle_ms):  # re-checked atomically
                 out.consumers_deleted.append(consumer)
-                if left:  # a delivery raced the check; XGROUP DELCONSUMER dropped them from the PEL
-                    log.error("deleted consumer %s that had %d pending entries", consumer, left)
         return out
 
-    async def _claim(self, out: Recovered, room: int) -> None:
+    async def _claim(self, out: Recovered, room: int, held: Container[str]) -> None:
         candidates = await self.m.idle_pending(self.min_idle_ms, min(self.count, room))
         if not candidates:
             return
-        # This worker's own pending entries are in its batcher or on a slot: never claim them (a restart
-        # under the same name re-reads them by cursor instead).
-        others = [p for p in candidates if p.consumer != self.m.t.consumer]
+        # Own entries held in memory are being worked on: never claim them. Own entries not held were
+        # delivered by a read whose reply never reached us: nobody is working on them.
+        me = self.m.consumer
+        lost = [p for p in candidates if p.consumer == me and p.entry_id not in held]
+        others = [p for p in candidates if p.consumer != me]
         owners = sorted({p.consumer for p in others})
         alive = await self.m.alive(owners) if owners else {}
-        chosen = [p for p in others if not alive.get(p.consumer, False) or p.idle_ms >= self.stuck_ms]
+        chosen = lost + [p for p in others if not alive.get(p.consumer, False) or p.idle_ms >= self.stuck_ms]
         if not chosen:
             return
         deliveries = {p.entry_id: p.deliveries + 1 for p in chosen}  # XCLAIM counts one more delivery
@@ -102,6 +104,7 @@ async def run_forever(
     *,
     interval_s: float,
     room: Callable[[], int],
+    held: Callable[[], Container[str]] = frozenset,
     handle: Callable[[Recovered], Awaitable[None]],
     stopping: Callable[[], bool],
     sleep: Callable[[float], Awaitable[None]],
@@ -110,7 +113,7 @@ async def run_forever(
     """Run rounds until ``stopping()``; errors are logged, reported to ``on_error`` and the loop carries on."""
     while not stopping():
         try:
-            result = await recovery.round(room())
+            result = await recovery.round(room(), held())
             await handle(result)
         except Exception as exc:
             log.warning("recovery round failed (%s); retrying in %.1fs", exc, interval_s)

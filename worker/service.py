@@ -26,26 +26,38 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis.exceptions
 
-from redis_infer_protocol.codec import Status, Timing, encode_reply, peek_envelope
+from redis_infer_protocol.codec import Status, Timing, encode_reply
 from worker.batcher import Batcher, Item
 from worker.config import Settings
 from worker.engines.base import Engine, ExecutionSlot
-from worker.errors import ConfigError, EngineError
+from worker.errors import EngineError, NoGroup, RedisError, RedisUnavailable
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
 from worker.observability import HealthServer, Metrics
 from worker.recovery import Recovered, Recovery, run_forever
-from worker.transport import DeadLetter, Entry, GroupMaintenance, Outcome, OutgoingReply, Transport
+from worker.transport import DeadLetter, DeadLetterPolicy, Entry, Outcome, OutgoingReply, Transport
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError,)
+OFFLOAD_DECODE_BYTES = 1024 * 1024  # bodies this large are decoded off the event loop
+HEADROOM_WARN_SHARE = 0.8  # warn at start above this share of maxmemory (noeviction)
+
+
+def _first_refusal(retry: list[Outcome]) -> str | None:
+    return (retry[0].refusal or "refused") if retry else None
+
+
+class _Everything:
+    """A container holding every entry id: no own entry may be claimed back while the own PEL is read."""
+
+    def __contains__(self, _item: object) -> bool:
+        return True
 
 
 @dataclass(slots=True)
@@ -58,6 +70,8 @@ class Stats:
     rows: int = 0
     redis_errors: int = 0
     recovered: int = 0
+    dead_letters_lost: int = 0
+    refused_writes: int = 0  # settle retries after a passing refusal (OOM, READONLY...)
 
 
 class Backoff:
@@ -97,7 +111,13 @@ class Worker:
             reply_prefix=settings.streams.reply_prefix,
             max_rows=self.batcher.max_size,
         )
-        self.maintenance = GroupMaintenance(transport)
+        streams = settings.streams
+        transport.apply_policy(
+            reply_allowed=self.intake.may_reply_to,
+            dead_letters=DeadLetterPolicy(maxlen=streams.dead_letter_maxlen,
+                                          max_field_bytes=streams.dead_letter_max_field_bytes),
+        )  # fmt: skip
+        self.maintenance = transport.maintenance()
         rec = settings.recovery
         self.recovery = Recovery(
             self.maintenance,
@@ -124,6 +144,13 @@ class Worker:
         self._computing = 0  # batches on execution slots now
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fatal: BaseException | None = None
+        # Entry ids this worker holds in memory, from admission until settled (queued, computing or
+        # being written): they count against max_queued, and recovery never claims them back.
+        self._held: set[str] = set()
+        self._serving = False  # start-up writes done, loops started
+        self._own_pel_read = False  # the own pending entries of a previous life were re-read
+        self._last_refusal_log = 0.0
+        self._clock_offset_ns = 0  # Redis server clock minus ours, measured by the heartbeat
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -143,8 +170,16 @@ class Worker:
         """Serve until ``stop()``; returns after draining (or raises the fatal engine error)."""
         for slot in self.engine.slots:
             self._free_slots.put_nowait(slot)
-        await self._with_retry(self.transport.ensure_group)
-        await self._with_retry(self.maintenance.publish_limits, self.settings.streams.max_backlog)
+        try:
+            await self._with_retry(self.transport.ensure_group)
+            await self._with_retry(self.maintenance.publish_limits, self.settings.streams.max_backlog)
+        except REDIS_ERRORS:
+            if not self.stopping:
+                raise
+            log.warning("stopped before Redis accepted the start-up writes")
+            return
+        self._serving = True
+        await self._check_headroom()
         reader = asyncio.create_task(self._read_loop(), name="reader")
         recovery = asyncio.create_task(self._recovery_loop(), name="recovery")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
@@ -169,6 +204,19 @@ class Worker:
             await self.transport.clear_heartbeat()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _check_headroom(self) -> None:
+        """Warn at start when Redis runs with noeviction and little memory to spare: under OOM no reply,
+        dead letter or acknowledgement can free memory (docs/reliability.md, "Out of memory")."""
+        try:
+            used, limit, policy = await self.transport.memory()
+        except RedisError as exc:  # INFO may be denied by the ACL: the rule is then the operator's
+            log.info("cannot check Redis memory headroom: %s", exc)
+            return
+        if limit and policy == "noeviction" and used > HEADROOM_WARN_SHARE * limit:
+            log.warning("redis uses %d of its %d bytes with maxmemory-policy noeviction: writes will be refused "
+                        "(OOM) and the queue cannot drain; raise maxmemory or lower streams.max_backlog",
+                        used, limit)  # fmt: skip
 
     async def _drain(self, reader: asyncio.Task[None], dispatcher: asyncio.Task[None]) -> None:
         grace = self.settings.shutdown_grace_s
@@ -236,26 +284,36 @@ class Worker:
             # write them again before taking their pending entries for orphans.
             self._claims_paused_until = time.monotonic() + self.settings.health_ttl_s
 
-    async def _with_retry(self, op: Any, *args: Any) -> Any:
+    async def _with_retry(
+        self, op: Any, *args: Any, refused: Callable[[Any], str | None] | None = None, writes: bool = True
+    ) -> Any:
         """Run a Redis operation, retrying through outages with backoff and jitter until it works.
 
+        ``refused``: given the result, the reason Redis refused part of the work (the caller retries
+        that part), or None; a refusal keeps the worker marked unavailable (/readyz 503).
+        ``writes``: False for an operation that may succeed without writing (a read-only replica answers
+        it): its success does not mark Redis available again.
         Gives up only when stopping and past the grace period, leaving the entries pending for others.
         """
         backoff = Backoff()
         while True:
             try:
                 result = await op(*args)
-            except redis.exceptions.AuthenticationError as exc:
-                raise ConfigError(f"Redis refused our credentials: {exc}") from exc
-            except REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:  # outages and refusals alike; bad credentials raise ConfigError
                 self._redis_failed(exc)
-                if self.stopping and self._reading_done and time.monotonic() > self._drain_deadline:
+                if self.stopping and (
+                    not self._serving or (self._reading_done and time.monotonic() > self._drain_deadline)
+                ):
                     raise
                 delay = backoff.next_delay()
                 log.debug("redis operation failed (%s); retry in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
             else:
-                self._redis_ok()
+                reason = refused(result) if refused is not None else None
+                if reason is not None:
+                    self._redis_failed(RedisUnavailable(f"writes refused: {reason}", reason=reason))
+                elif writes:
+                    self._redis_ok()
                 return result
 
     # -------------------------------------------------------------------------------------- reading
@@ -267,7 +325,7 @@ class Worker:
         own_cursor: str | None = "0"
         backoff = Backoff()
         while not self.stopping:
-            room = self.max_queued - len(self.batcher)
+            room = self.max_queued - len(self._held)
             if room <= 0:
                 self._space.clear()
                 await self._space.wait()
@@ -276,26 +334,40 @@ class Worker:
             try:
                 entries = await self.transport.read(count, cfg.streams.block_ms, after=own_cursor)
                 backoff.reset()
-            except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # group or stream deleted under us
-                    raise
+            except NoGroup:  # the group or the stream was deleted under us
                 log.error("consumer group %s is gone (Redis lost its data?): creating it again", cfg.group)
-                await self._with_retry(self.transport.ensure_group)
-                await self._with_retry(self.maintenance.publish_limits, cfg.streams.max_backlog)
+                await self._with_retry(self.transport.ensure_group, writes=False)
+                await self._with_retry(self.maintenance.publish_limits, cfg.streams.max_backlog, writes=False)
                 continue
-            except REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:  # an outage or a refusal (MISCONF, READONLY, BUSY...): never fatal
                 self._redis_failed(exc)
                 delay = backoff.next_delay()
                 log.debug("read failed (%s); retry in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._sleep_unless_stopping(delay)
                 continue
             self._redis_ok()
             if own_cursor is not None:
                 own_cursor = entries[-1][0] if len(entries) == count else None
+                self._own_pel_read = own_cursor is None
+                entries = await self._over_max_deliveries(entries)
             if entries:
                 await self._admit(entries)
 
+    async def _over_max_deliveries(self, entries: list[Entry]) -> list[Entry]:
+        """Own pending entries re-read after a restart: dead-letter those delivered too often (each
+        read counted one delivery), return the rest."""
+        if not entries:
+            return entries
+        counts = await self._with_retry(self.transport.delivery_counts, [e[0] for e in entries], writes=False)
+        limit = self.settings.recovery.max_deliveries
+        poison = [(e, counts[e[0]]) for e in entries if counts.get(e[0], 0) > limit]
+        if poison:
+            self._held.update(e[0] for e, _ in poison)
+            await self._publish_poison(poison)
+        return [e for e in entries if counts.get(e[0], 0) <= limit]
+
     async def _admit(self, entries: Sequence[Entry]) -> None:
+        self._held.update(entry_id for entry_id, _ in entries)
         read_ns = time.time_ns()
         now_ns, now_s = time.time_ns(), time.monotonic()
         rejections: list[Rejection] = []
@@ -305,13 +377,11 @@ class Worker:
                                             self._timing(entry_id, read_ns), {}))  # fmt: skip
                 continue
             try:
-                result = self.intake.admit(entry_id, fields, read_ns)
+                result = await self._decode(entry_id, fields, read_ns)
             except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
                 log.exception("could not admit entry %s", entry_id)
                 why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
-                request_id, reply_to = peek_envelope(fields)
-                if reply_to is not None and not self.intake.may_reply_to(reply_to):
-                    reply_to = None
+                request_id, reply_to = self.intake.envelope(fields)
                 timing = self._timing(entry_id, read_ns)
                 result = Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields, True)
             if isinstance(result, Rejection):
@@ -326,9 +396,16 @@ class Worker:
         if rejections:
             await self._publish_rejections(rejections)
 
-    @staticmethod
-    def _timing(entry_id: str, read_ns: int) -> Timing:
-        return Timing(enqueued_ns=entry_time_ns(entry_id), read_ns=read_ns)
+    async def _decode(self, entry_id: str, fields: dict[bytes, bytes], read_ns: int) -> WorkItem | Rejection:
+        """Decode one entry; a large body in a thread, so that the event loop keeps serving (a 64 MiB
+        BYTES tensor takes seconds to unpack)."""
+        server_now_ns = read_ns + self._clock_offset_ns
+        if len(fields.get(b"body", b"")) < OFFLOAD_DECODE_BYTES:
+            return self.intake.admit(entry_id, fields, read_ns, server_now_ns)
+        return await asyncio.to_thread(self.intake.admit, entry_id, fields, read_ns, server_now_ns)
+
+    def _timing(self, entry_id: str, read_ns: int) -> Timing:
+        return Timing(enqueued_ns=entry_time_ns(entry_id, read_ns + self._clock_offset_ns), read_ns=read_ns)
 
     def _expired(self, item: WorkItem, why: str) -> Rejection:
         request = item.request
@@ -357,24 +434,41 @@ class Worker:
         """Write replies and dead letters, then acknowledge; through outages and passing refusals
         (out of memory, read-only) alike, with backoff. Gives up only when stopping past the grace
         period: what is not acknowledged then stays pending for the others."""
-        dead = sum(o.dead is not None for o in outcomes)
+        everything = list(outcomes)
+        try:
+            await self._settle_all(outcomes)
+        finally:
+            self._held.difference_update(o.entry_id for o in everything)
+            self._space.set()
+        dead = sum(o.dead_written for o in everything)
+        lost = sum(o.dead_lost is not None for o in everything)
+        self.stats.dead_lettered += dead
+        self.metrics.dead_lettered.inc(dead)
+        if lost:
+            self.stats.dead_letters_lost += lost
+            self.metrics.dead_letters_lost.inc(lost)
+        if dead:
+            log.warning("dead-lettered %d entries", dead)
+
+    async def _settle_all(self, outcomes: list[Outcome]) -> None:
         backoff = Backoff()
         while True:
-            retry = await self._with_retry(self.transport.settle, outcomes)
+            retry = await self._with_retry(self.transport.settle, outcomes, refused=_first_refusal)
             if not retry:
-                break
+                return
             if self.stopping and time.monotonic() > self._drain_deadline:
                 log.warning("%d entries left unacknowledged at shutdown", len(retry))
                 return
             delay = backoff.next_delay()
-            log.warning("redis refused writes for %d entries; retry in %.2fs", len(retry), delay)
+            self.metrics.refused_writes.inc(len(retry))
+            self.stats.refused_writes += 1
+            now = time.monotonic()
+            if now - self._last_refusal_log >= 10:  # one line per 10 s, not one per retry of every batch
+                self._last_refusal_log = now
+                log.warning("redis refused writes (%s) for %d entries; retrying with backoff", retry[0].refusal,
+                            len(retry))  # fmt: skip
             await asyncio.sleep(delay)
             outcomes = retry
-        dead += sum(o.refused is not None for o in outcomes)
-        self.stats.dead_lettered += dead
-        self.metrics.dead_lettered.inc(dead)
-        if dead:
-            log.warning("dead-lettered %d entries", dead)
 
     # ------------------------------------------------------------------------------------- recovery
 
@@ -385,6 +479,7 @@ class Worker:
             self.recovery,
             interval_s=self.settings.recovery.interval_s,
             room=self._claim_room,
+            held=self._held_now,
             handle=self._recovered,
             stopping=lambda: self.stopping,
             sleep=self._sleep_unless_stopping,
@@ -397,8 +492,11 @@ class Worker:
 
     def _claim_room(self) -> int:
         if self.redis_down_since is not None or time.monotonic() < self._claims_paused_until:
-            return 0
-        return self.max_queued - len(self.batcher)
+            return 0  # also while Redis answers BUSY, MISCONF, READONLY...: those count as outages
+        return self.max_queued - len(self._held)
+
+    def _held_now(self) -> set[str] | _Everything:
+        return self._held if self._own_pel_read else _Everything()
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
@@ -409,16 +507,22 @@ class Worker:
         self.metrics.recovered.inc(len(result.entries))
         if result.entries and not self.stopping:
             await self._admit(result.entries)
-        poison = []
-        for (entry_id, fields), count in result.poison:
-            request_id, reply_to = peek_envelope(fields)
+        if result.poison:
+            self._held.update(entry[0] for entry, _ in result.poison)
+            await self._publish_poison(result.poison)
+        if result.deleted:
+            self._held.update(result.deleted)
+            await self._settle([Outcome(entry_id) for entry_id in result.deleted])
+
+    async def _publish_poison(self, poison: Sequence[tuple[Entry, int]]) -> None:
+        """Answer INTERNAL (to an allowed reply stream only) and dead-letter entries delivered too often."""
+        rejections = []
+        for (entry_id, fields), count in poison:
+            request_id, reply_to = self.intake.envelope(fields)
             why = f"delivered {count} times (max {self.settings.recovery.max_deliveries}): giving up"
             timing = self._timing(entry_id, time.time_ns())
-            poison.append(Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields, True))
-        if poison:
-            await self._publish_rejections(poison)
-        if result.deleted:
-            await self._settle([Outcome(entry_id) for entry_id in result.deleted])
+            rejections.append(Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields, True))
+        await self._publish_rejections(rejections)
 
     # ---------------------------------------------------------------------------------- dispatching
 
@@ -563,6 +667,7 @@ class Worker:
             "rows": s.rows,
             "redis_errors": s.redis_errors,
             "recovered": s.recovered,
+            "dead_letters_lost": s.dead_letters_lost,
         }
 
     async def _heartbeat_loop(self) -> None:
@@ -570,13 +675,16 @@ class Worker:
         while not self._closed.is_set():
             try:
                 await self.transport.heartbeat(self.health(), ttl)
+                before = time.time_ns()
+                server_ms = await self.transport.server_time_ms()
+                self._clock_offset_ns = server_ms * 1_000_000 - (before + time.time_ns()) // 2
                 lag, pending = await self.maintenance.group_backlog()
                 self.metrics.group_lag.set(lag)
                 self.metrics.group_pending.set(pending)
+            except NoGroup as exc:  # the stream was deleted: the reader recreates it
+                log.warning("heartbeat: %s", exc)
             except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
-            except redis.exceptions.ResponseError as exc:  # e.g. the stream was deleted: the reader recreates it
-                log.warning("heartbeat: %s", exc)
             else:
                 self._redis_ok()
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):

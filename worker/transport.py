@@ -3,27 +3,106 @@
 Reads the request stream through a consumer group, publishes replies, dead-letters what cannot be
 answered, and acknowledges entries only after their reply (or dead-letter record) was written, in
 the same pipeline and after it, so a crash between the two leaves the entry pending (at-least-once).
+
+Every redis-py error leaves this module as one of the worker's own types (``worker/errors.py``):
+``RedisUnavailable`` for outages and passing refusals, ``NoGroup`` when the group is gone, and
+``RedisRefused`` for refusals that a retry cannot cure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+import redis.exceptions as rexc
 
 from redis_infer_protocol import keys
 from worker.config import RedisSettings
+from worker.errors import ConfigError, NoGroup, RedisRefused, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
+
+# The fields of a request entry; anything else a producer adds is dropped at read (never kept, copied
+# into dead letters or counted against memory for longer than the read itself).
+PROTOCOL_FIELDS = frozenset({b"v", b"id", b"reply_to", b"body"})
+# What was dropped (names and sizes, at most 512 bytes) stays with the entry under this name, for the
+# dead-letter record and so that an entry of nothing but foreign fields is not taken for a deleted one.
+DROPPED_FIELD = b"dropped"
+
+# Refusals that pass: out of memory, a script running, loading, a replica, a failed background save,
+# missing replicas, cluster trouble. Redis puts the code first in the message.
+_TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS",
+              "MISCONF")  # fmt: skip
+_NO_GROUP = ("NOGROUP", "UNBLOCKED")  # the group, or the whole stream, was deleted
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _code(error: Exception) -> str:
+    """The error code Redis sent (first word of the message), or the exception's class name."""
+    if isinstance(error, rexc.OutOfMemoryError):
+        return "OOM"
+    if isinstance(error, rexc.ReadOnlyError):
+        return "READONLY"
+    if isinstance(error, rexc.BusyLoadingError):
+        return "LOADING"
+    if isinstance(error, rexc.NoPermissionError):
+        return "NOPERM"
+    words = str(error).split(maxsplit=1)
+    return words[0] if words and words[0].isupper() else type(error).__name__
+
+
+def _transient(error: Exception) -> bool:
+    """Whether a write refused with ``error`` may succeed later."""
+    if not isinstance(error, rexc.ResponseError):
+        return True  # a connection error inside a pipeline
+    return _code(error).startswith(_TRANSIENT)
+
+
+def translate(error: BaseException) -> BaseException:
+    """The worker's own error for a redis-py (or socket) error; other exceptions are returned as they are."""
+    if isinstance(error, rexc.AuthenticationError):
+        return ConfigError(f"Redis refused our credentials: {error}")
+    if isinstance(error, rexc.ConnectionError | rexc.TimeoutError | OSError):
+        return RedisUnavailable(f"{type(error).__name__}: {error}", reason="connection")
+    if isinstance(error, rexc.ResponseError):
+        code = _code(error)
+        if code.startswith(_NO_GROUP) or "no such key" in str(error):
+            return NoGroup(str(error), reason=code)
+        if code.startswith(_TRANSIENT):
+            return RedisUnavailable(str(error), reason=code)
+        return RedisRefused(str(error), reason=code)
+    if isinstance(error, rexc.RedisError):
+        return RedisUnavailable(f"{type(error).__name__}: {error}", reason=type(error).__name__)
+    return error
+
+
+def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Decorator: a transport method raises only the worker's own errors."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (rexc.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    return wrapper
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(slots=True)
@@ -39,6 +118,7 @@ class DeadLetter:
     entry_id: str
     fields: Mapping[Any, Any]
     reason: str
+    fallback: bool = False  # the bounded record written when Redis refused the full one for good
 
 
 @dataclass(slots=True)
@@ -50,20 +130,40 @@ class Outcome:
     dead: DeadLetter | None = None
     refused: str | None = None  # set when Redis refused the reply for good; it was dead-lettered instead
     dead_written: bool = False
+    dead_lost: str | None = None  # Redis refused even the bounded dead-letter record: acked and logged only
+    refusal: str | None = None  # the code of the last passing refusal met (OOM, READONLY...), for the caller
 
 
-# Refusals that pass: out of memory, a script running, loading, a replica, cluster trouble.
-_TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+@dataclass(slots=True)
+class DeadLetterPolicy:
+    """How dead-letter records are bounded.
+
+    Attributes:
+        maxlen: approximate MAXLEN of the dead-letter stream (0: unbounded).
+        max_field_bytes: a field longer than this is cut to this many bytes; the record says so in
+            ``truncated`` (the field names and their original sizes).
+    """
+
+    maxlen: int = 100_000
+    max_field_bytes: int = 64 * 1024
 
 
-def _transient(error: Exception) -> bool:
-    if not isinstance(error, ResponseError) or isinstance(error, OutOfMemoryError | ReadOnlyError):
-        return True
-    return str(error).startswith(_TRANSIENT)  # the prefixes redis-py keeps in the message
+def protocol_fields(fields: Any) -> dict[bytes, bytes]:
+    """The protocol's fields of an entry; the names and sizes of the others under ``DROPPED_FIELD``."""
+    kept: dict[bytes, bytes] = {}
+    dropped: list[bytes] = []
+    for key, value in dict(fields or {}).items():
+        if key in PROTOCOL_FIELDS:
+            kept[key] = value
+        else:
+            dropped.append(b"%r(%dB)" % (key[:64], len(value)))
+    if dropped:
+        kept[DROPPED_FIELD] = b",".join(dropped)[:512]
+    return kept
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _allow_any(_key: str) -> bool:
+    return True
 
 
 class Transport:
@@ -97,51 +197,104 @@ class Transport:
         self.dead_letter_stream = dead_letter_stream
         self.reply_maxlen = reply_maxlen
         self.reply_ttl_s = reply_ttl_s
+        # The one reply-target rule (``Intake.may_reply_to``), applied again here at the last gate: no
+        # path writes a reply to, or sets a TTL on, a key the rule does not allow.
+        self.reply_allowed: Callable[[str], bool] = _allow_any
+        self.dead_letters = DeadLetterPolicy()
+        self.dropped_fields = 0  # non-protocol fields dropped at read, for the metrics
+        self._ttl_owed: set[str] = set()  # reply streams written whose EXPIRE has not been confirmed
 
+    def apply_policy(self, *, reply_allowed: Callable[[str], bool], dead_letters: DeadLetterPolicy) -> None:
+        """Set the reply-target rule and the dead-letter bounds (the worker calls this once, at start)."""
+        self.reply_allowed = reply_allowed
+        self.dead_letters = dead_letters
+
+    @translated
     async def ensure_group(self) -> None:
-        """Create the group (and the stream) if missing; a new group starts at the stream's first entry."""
+        """Create the group (and the stream) if missing; a new group starts at the stream's first entry.
+
+        Looks first (XINFO GROUPS reads), so that a restart works while Redis refuses writes (OOM).
+        """
+        with contextlib.suppress(rexc.ResponseError):  # no such key: create it below
+            groups = await self.client.xinfo_groups(self.stream)
+            if any(_text(g["name"]) == self.group for g in groups):
+                return
         try:
             await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             log.info("created consumer group %s on %s", self.group, self.stream)
-        except ResponseError as exc:
+        except rexc.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    @translated
     async def read(self, count: int, block_ms: int, *, after: str | None = None) -> list[Entry]:
         """New entries for this consumer (``>``); or, given ``after``, this consumer's own unacknowledged
         entries with ids above it (``"0"`` for all), which a restarted worker of the same name drains first.
 
-        A pending entry whose data was trimmed away comes back with empty fields.
+        A pending entry whose data was trimmed away comes back with empty fields. Fields other than the
+        protocol's are dropped here.
         """
         reply = await self.client.xreadgroup(
             self.group, self.consumer, {self.stream: after or ">"}, count=count,
             block=None if after else block_ms,
         )  # fmt: skip
+        return self._entries(reply)
+
+    def _entries(self, reply: Any) -> list[Entry]:
         entries: list[Entry] = []
         streams: Any = reply or []
         if isinstance(streams, dict):  # RESP3 replies are keyed by stream
             streams = list(streams.items())
         for _stream, items in streams:
             for entry_id, fields in items:
-                entries.append((_text(entry_id), dict(fields or {})))
+                entries.append((_text(entry_id), self._protocol_fields(fields)))
         return entries
 
+    def _protocol_fields(self, fields: Any) -> dict[bytes, bytes]:
+        kept = protocol_fields(fields)
+        self.dropped_fields += DROPPED_FIELD in kept
+        return kept
+
+    @translated
+    async def delivery_counts(self, entry_ids: Sequence[str]) -> dict[str, int]:
+        """How many times each of this consumer's pending entries was delivered (absent: not pending)."""
+        if not entry_ids:
+            return {}
+        rows = await self.client.xpending_range(
+            self.stream, self.group, min=entry_ids[0], max=entry_ids[-1], count=len(entry_ids) + 16,
+            consumername=self.consumer,
+        )  # fmt: skip
+        wanted = set(entry_ids)
+        return {i: int(r["times_delivered"]) for r in rows if (i := _text(r["message_id"])) in wanted}
+
+    @translated
     async def settle(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Write each outcome's reply and dead letter, then acknowledge the entries all of whose writes
         succeeded: writes first, XACK after, so an entry is never acknowledged without its record.
 
         A reply Redis refuses for good (its key holds a hash, say) is dead-lettered instead, in a second
-        round trip. Returns the outcomes that met a passing refusal (out of memory, read-only...), reduced
-        to what is still to write: the caller retries them after a backoff; until then they stay pending.
+        round trip. A dead-letter record Redis refuses for good is replaced by a bounded one (ids and
+        reason only); if that is refused too, the entry is acknowledged with the loss logged and
+        recorded in ``Outcome.dead_lost``. Returns the outcomes that met a passing refusal (out of
+        memory, read-only...), reduced to what is still to write: the caller retries them after a
+        backoff; until then they stay pending.
         """
         todo, retry = list(outcomes), []
         while todo:
+            for o in todo:
+                if o.reply is not None and not self.reply_allowed(o.reply.stream):
+                    log.error("reply for %s to %r refused at the transport: not a reply stream", o.entry_id,
+                              o.reply.stream)  # fmt: skip
+                    o.refused = f"reply_to {o.reply.stream!r} is not a reply stream"
+                    o.dead = o.dead or DeadLetter(o.entry_id, o.reply.request_fields, o.refused)
+                    o.reply = None
             pipe = self.client.pipeline(transaction=False)
             for o in todo:
                 if o.reply is not None:
                     pipe.xadd(o.reply.stream, dict(o.reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
                 if o.dead is not None:
-                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead))  # type: ignore[arg-type]
+                    maxlen = self.dead_letters.maxlen or None
+                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead), maxlen=maxlen, approximate=False)  # type: ignore[arg-type]
             results = iter(await pipe.execute(raise_on_error=False))
             ttl_streams: set[str] = set()
             acks: list[str] = []
@@ -150,7 +303,7 @@ class Transport:
                 passing = self._apply(o, results, ttl_streams)
                 if passing:
                     retry.append(o)
-                elif o.dead is not None:  # a refused reply, now to be dead-lettered
+                elif o.dead is not None:  # a refused reply or record, now to be dead-lettered
                     again.append(o)
                 else:
                     acks.append(o.entry_id)
@@ -168,7 +321,7 @@ class Transport:
                 ttl_streams.add(o.reply.stream)
                 o.reply = None
             elif _transient(result):
-                passing = True
+                passing, o.refusal = True, _code(result)
             else:
                 refused, o.refused, o.reply = o.reply, str(result), None
         if o.dead is not None:
@@ -176,24 +329,42 @@ class Transport:
             if not isinstance(result, Exception):
                 o.dead, o.dead_written = None, True
             elif _transient(result):
-                passing = True
+                passing, o.refusal = True, _code(result)
             else:
-                raise result  # the dead-letter stream itself is unusable: a configuration error
-        if refused is not None and o.dead is None and not o.dead_written:
+                self._dead_letter_refused(o, o.dead, result)
+        if refused is not None and o.dead is None and not o.dead_written and o.dead_lost is None:
             reason = f"reply to {refused.stream!r} failed: {o.refused}"
             o.dead = DeadLetter(o.entry_id, refused.request_fields, reason)
         return passing
 
+    def _dead_letter_refused(self, o: Outcome, letter: DeadLetter, error: Exception) -> None:
+        """Redis refused a dead-letter record for good: try once more without the entry's fields; if
+        even that is refused, give up on the record (the entry is acknowledged, the loss logged)."""
+        if not letter.fallback:
+            log.error("dead-letter write for %s refused (%s); writing a record without the entry's fields",
+                      o.entry_id, error)  # fmt: skip
+            o.dead = DeadLetter(o.entry_id, {}, f"{letter.reason} [fields dropped: {error}]"[:4096], fallback=True)
+            return
+        log.error("dead-letter stream %s refuses writes (%s): entry %s acknowledged without a record",
+                  self.dead_letter_stream, error, o.entry_id)  # fmt: skip
+        o.dead, o.dead_lost = None, str(error)
+
     async def _finish(self, ttl_streams: set[str], acks: list[str]) -> None:
         """Refresh the TTL of reply streams just written to, and acknowledge what is settled."""
-        if not ttl_streams and not acks:
+        self._ttl_owed |= ttl_streams  # kept until confirmed: a settle retried after a lost answer owes them
+        if not self._ttl_owed and not acks:
             return
+        owed = list(self._ttl_owed)
         pipe = self.client.pipeline(transaction=False)
-        for stream in ttl_streams:
+        for stream in owed:
             pipe.expire(stream, self.reply_ttl_s)
         if acks:
             pipe.xack(self.stream, self.group, *acks)
-        for result in await pipe.execute(raise_on_error=False):
+        results = await pipe.execute(raise_on_error=False)
+        for stream, result in zip(owed, results, strict=False):
+            if not isinstance(result, Exception):
+                self._ttl_owed.discard(stream)
+        for result in results:
             if isinstance(result, Exception):  # the entries stay pending and are processed again
                 log.warning("acknowledging or refreshing reply TTLs failed: %s", result)
 
@@ -205,10 +376,25 @@ class Transport:
             "stream": self.stream,
             "dead_lettered_ms": str(int(time.time() * 1000)),
         }
-        for key, value in letter.fields.items():  # keys stay bytes: a hostile one need not be UTF-8
-            fields[b"f:" + key if isinstance(key, bytes) else f"f:{key}"] = value
+        limit = self.dead_letters.max_field_bytes
+        cut: list[str] = []
+        for key, value in letter.fields.items():
+            name = key if isinstance(key, bytes) else str(key).encode()
+            if name == DROPPED_FIELD:
+                fields["dropped_fields"] = value
+                continue
+            if name not in PROTOCOL_FIELDS:
+                continue  # read already dropped these; entries handed in by other paths are held to it too
+            data = value if isinstance(value, bytes) else str(value).encode()
+            if len(data) > limit:
+                cut.append(f"{name.decode()}={len(data)}")
+                data = data[:limit]
+            fields[b"f:" + name] = data
+        if cut:
+            fields["truncated"] = ",".join(cut)
         return fields
 
+    @translated
     async def heartbeat(self, fields: Mapping[str, Any], ttl_s: int) -> None:
         key = keys.health_key(self.stream, self.consumer)
         pipe = self.client.pipeline(transaction=False)
@@ -216,8 +402,25 @@ class Transport:
         pipe.expire(key, ttl_s)
         await pipe.execute()
 
+    @translated
     async def clear_heartbeat(self) -> None:
         await self.client.delete(keys.health_key(self.stream, self.consumer))
+
+    @translated
+    async def server_time_ms(self) -> int:
+        """The Redis server's clock (TIME), in ms."""
+        seconds, micros = await self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    @translated
+    async def memory(self) -> tuple[int, int, str]:
+        """(used bytes, maxmemory bytes (0: no limit), maxmemory policy) from INFO memory."""
+        info = await self.client.info("memory")
+        return int(info["used_memory"]), int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", ""))
+
+    def maintenance(self) -> GroupMaintenance:
+        """The recovery commands over the same connection, group and consumer name."""
+        return GroupMaintenance(self.client, stream=self.stream, group=self.group, consumer=self.consumer)
 
 
 def connect(settings: RedisSettings, *, block_ms: int, url: str | None = None) -> aioredis.Redis:
@@ -257,15 +460,22 @@ class PendingEntry:
 
 
 class GroupMaintenance:
-    """Redis commands for recovery: inspect, claim and trim the consumer group's pending entries."""
+    """Redis commands for recovery: inspect, claim and trim the consumer group's pending entries.
 
-    def __init__(self, transport: Transport) -> None:
-        self.t = transport
+    Made by ``Transport.maintenance()``; ``consumer`` is this worker's consumer name.
+    """
 
+    def __init__(self, client: aioredis.Redis, *, stream: str, group: str, consumer: str) -> None:
+        self._client = client
+        self._stream = stream
+        self._group = group
+        self.consumer = consumer
+
+    @translated
     async def idle_pending(self, min_idle_ms: int, count: int) -> list[PendingEntry]:
         """Pending entries idle for at least ``min_idle_ms`` (oldest first), with owner and delivery count."""
-        rows = await self.t.client.xpending_range(
-            self.t.stream, self.t.group, min="-", max="+", count=count, idle=min_idle_ms
+        rows = await self._client.xpending_range(
+            self._stream, self._group, min="-", max="+", count=count, idle=min_idle_ms
         )
         return [
             PendingEntry(
@@ -277,20 +487,22 @@ class GroupMaintenance:
             for r in rows
         ]
 
+    @translated
     async def alive(self, consumers: Sequence[str]) -> dict[str, bool]:
         """Which consumers have a live health key."""
-        pipe = self.t.client.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         for consumer in consumers:
-            pipe.exists(keys.health_key(self.t.stream, consumer))
+            pipe.exists(keys.health_key(self._stream, consumer))
         return {c: bool(n) for c, n in zip(consumers, await pipe.execute(), strict=True)}
 
+    @translated
     async def claim(self, entry_ids: Sequence[str], min_idle_ms: int) -> tuple[list[Entry], list[str]]:
         """XCLAIM entries for this consumer (only those still idle >= min_idle_ms, so two claimers
         never both win). Returns (claimed entries, ids whose data was deleted from the stream)."""
         if not entry_ids:
             return [], []
-        claimed = await self.t.client.xclaim(
-            self.t.stream, self.t.group, self.t.consumer, min_idle_time=min_idle_ms, message_ids=list(entry_ids)
+        claimed = await self._client.xclaim(
+            self._stream, self._group, self.consumer, min_idle_time=min_idle_ms, message_ids=list(entry_ids)
         )
         entries: list[Entry] = []
         deleted: list[str] = []
@@ -299,26 +511,28 @@ class GroupMaintenance:
             if fields is None:
                 deleted.append(_text(entry_id))
             else:
-                entries.append((_text(entry_id), cast("dict[bytes, bytes]", dict(fields))))
+                entries.append((_text(entry_id), protocol_fields(cast("dict[bytes, bytes]", fields))))
         return entries, deleted
 
+    @translated
     async def group_backlog(self) -> tuple[int, int]:
         """(lag, pending) of this worker's group: entries not yet delivered, and delivered but unacked."""
         try:
-            groups = await self.t.client.xinfo_groups(self.t.stream)
-        except ResponseError as exc:
+            groups = await self._client.xinfo_groups(self._stream)
+        except rexc.ResponseError as exc:
             if "no such key" in str(exc):
                 return 0, 0
             raise
         for group in groups:
-            if _text(group["name"]) == self.t.group:
+            if _text(group["name"]) == self._group:
                 return int(group.get("lag") or 0), int(group["pending"])
         return 0, 0
 
+    @translated
     async def trim_acknowledged(self) -> int:
         """Delete entries every group has delivered and acknowledged: XTRIM MINID at the lowest of each
         group's oldest pending id and first undelivered id. Never removes an unacknowledged entry."""
-        client, stream = self.t.client, self.t.stream
+        client, stream = self._client, self._stream
         groups = await client.xinfo_groups(stream)
         if not groups:
             return 0
@@ -331,26 +545,53 @@ class GroupMaintenance:
                     candidates.append(_parse_id(_text(summary["min"])))
             low = min(candidates)
             floor = low if floor is None else min(floor, low)
-        assert floor is not None
-        if floor <= (0, 1):
+        if floor is None or floor <= (0, 1):
             return 0
         return int(await client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False))
 
+    @translated
     async def idle_consumers(self, min_idle_ms: int) -> list[str]:
         """Consumers with an empty pending list, idle for ``min_idle_ms``: safe to delete."""
-        rows = await self.t.client.xinfo_consumers(self.t.stream, self.t.group)
+        rows = await self._client.xinfo_consumers(self._stream, self._group)
         return [
             _text(r["name"]) for r in rows
-            if int(r["pending"]) == 0 and int(r["idle"]) >= min_idle_ms and _text(r["name"]) != self.t.consumer
+            if int(r["pending"]) == 0 and int(r["idle"]) >= min_idle_ms and _text(r["name"]) != self.consumer
         ]  # fmt: skip
 
-    async def delete_consumer(self, consumer: str) -> int:
-        """Delete a consumer; returns how many pending entries it had (0 when called as intended)."""
-        return int(await self.t.client.xgroup_delconsumer(self.t.stream, self.t.group, consumer))
+    @translated
+    async def delete_idle_consumer(self, consumer: str, min_idle_ms: int) -> bool:
+        """Delete ``consumer`` if, at that instant, it has no health key, an empty pending list and has
+        been idle ``min_idle_ms``: checked and deleted in one script, so that a worker restarting under
+        that name cannot read entries into it between the check and the deletion."""
+        health = keys.health_key(self._stream, consumer)
+        args = (self._group, consumer, min_idle_ms)
+        return int(await self._client.eval(_DELETE_IDLE_CONSUMER, 2, self._stream, health, *args)) >= 0  # type: ignore[misc]
 
+    @translated
     async def publish_limits(self, max_backlog: int) -> None:
-        """Publish producer-facing limits (read by the SDK's XADD script) under ``keys.limits_key``."""
-        await self.t.client.hset(keys.limits_key(self.t.stream), mapping={"max_backlog": str(max_backlog)})
+        """Publish producer-facing limits (read by the SDK's XADD script) under ``keys.limits_key``.
+
+        Writes only when the value changed, so that a restart works while Redis refuses writes (OOM).
+        """
+        if await self._client.hget(keys.limits_key(self._stream), "max_backlog") == str(max_backlog).encode():
+            return
+        await self._client.hset(keys.limits_key(self._stream), mapping={"max_backlog": str(max_backlog)})
+
+
+_DELETE_IDLE_CONSUMER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #row, 2 do f[row[i]] = row[i + 1] end
+  if f['name'] == ARGV[2] then
+    if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    end
+    return -2
+  end
+end
+return -3
+"""
 
 
 def _parse_id(entry_id: str) -> tuple[int, int]:
