@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import redis
 
 from producer.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
+from worker.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,30 +41,38 @@ def test_entries_of_a_dead_consumer_are_recovered_and_the_consumer_removed(
     assert len(orphan(redis_client, "crashed", 5)) == 5
     with WorkerThread(redis_url, affine, recovery=FAST) as wt:
         replies = collect(redis_client, 5, timeout_s=15)
-        deadline = time.monotonic() + 10
-        names = set()
-        while time.monotonic() < deadline:
-            names = {c["name"] for c in redis_client.xinfo_consumers(STREAM, GROUP)}
-            if b"crashed" not in names:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: b"crashed" not in consumers(redis_client), what="the dead consumer deleted")
         assert wt.worker is not None and wt.worker.stats.recovered == 5
     for rid, x in xs.items():
         assert replies[rid].status is Status.OK
         np.testing.assert_allclose(replies[rid].outputs["y"], 2 * x + 1, rtol=1e-6)
-    assert b"crashed" not in names  # deleted once its pending list was empty
     assert int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0
+
+
+def consumers(client: redis.Redis) -> set[bytes]:
+    return {c["name"] for c in client.xinfo_consumers(STREAM, GROUP)}
+
+
+def idle_ms(client: redis.Redis, entry_id: str) -> int:
+    return int(client.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)[0]["time_since_delivered"])
 
 
 def test_entries_of_a_live_consumer_are_left_alone(redis_url: str, redis_client: redis.Redis, affine: Path) -> None:
     send(redis_client, "affine", {"x": rand(1, 4)}, request_id="busy")
-    orphan(redis_client, "slow-but-alive", 1)
+    (held,) = orphan(redis_client, "slow-but-alive", 1)
     redis_client.hset(f"{STREAM}:worker:slow-but-alive", "status", "ready")  # its health key
-    with WorkerThread(redis_url, affine, recovery=FAST):
-        time.sleep(1.0)  # > 3 recovery rounds past min_idle
+    # A canary delivered later to a consumer without a health key: once recovery answers it, a round ran
+    # in which the live consumer's entry (idle for longer) was a candidate too, and was passed over.
+    send(redis_client, "affine", {"x": rand(1, 4)}, request_id="canary")
+    orphan(redis_client, "dead", 1)
+    with WorkerThread(redis_url, affine, recovery=FAST) as wt:
+        replies = collect(redis_client, 1, timeout_s=15)
         owner = redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)[0]["consumer"]
+        assert wt.worker is not None and wt.worker.stats.recovered == 1
+    assert set(replies) == {"canary"}
     assert owner == b"slow-but-alive"
-    assert redis_client.xlen("infer:reply:test") == 0
+    assert idle_ms(redis_client, held) >= FAST["min_idle_ms"]
+    assert redis_client.xlen("infer:reply:test") == 1
 
 
 def test_entry_over_max_deliveries_is_dead_lettered_and_answered(
@@ -95,9 +103,7 @@ def test_trimming_removes_acknowledged_entries_only(redis_url: str, redis_client
     later = [send(redis_client, "affine", {"x": rand(1, 4)}, request_id=f"l{i}") for i in range(5)]
     with WorkerThread(redis_url, affine, recovery=FAST):
         collect(redis_client, 5)
-        deadline = time.monotonic() + 5
-        while redis_client.xlen(STREAM) > 6 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: redis_client.xlen(STREAM) <= 6, what="acknowledged entries trimmed")
         remaining = [eid.decode() for eid, _f in redis_client.xrange(STREAM)]
     # Acknowledged entries below the oldest unacknowledged one are gone; that one and what follows stay
     # (MINID trimming cannot skip over a pending entry).
@@ -116,12 +122,20 @@ def test_restart_under_the_same_name_drains_its_own_pending_entries_once(
 ) -> None:
     for i in range(100):
         send(redis_client, "affine", {"x": rand(1, 4, seed=i)}, request_id=f"p{i}")
-    assert len(orphan(redis_client, "pod-0", 100)) == 100  # the previous process of "pod-0" died
-    recovery = {**FAST, "min_idle_ms": 60_000}  # the claimer stays out of it: the reader does this
+    own = orphan(redis_client, "pod-0", 100)  # the previous process of "pod-0" died
+    # A canary held by a consumer without a health key, delivered after pod-0's entries.
+    send(redis_client, "affine", {"x": rand(1, 4)}, request_id="canary")
+    orphan(redis_client, "dead", 1)
+    # Every entry is past min_idle and stuck_ms (claimable whatever its owner's health key says) before
+    # the worker starts, so its first recovery round, which runs alongside the reader's re-read of its
+    # own pending entries, could claim all of them: it must take only the canary and leave pod-0's to
+    # the reader. One entry per read keeps most of pod-0's entries waiting to be re-read while it runs.
+    recovery = {**FAST, "stuck_ms": FAST["min_idle_ms"]}
+    wait_until(lambda: idle_ms(redis_client, own[-1]) > FAST["min_idle_ms"], what="entries idle past min_idle")
     with WorkerThread(redis_url, affine, consumer="pod-0", recovery=recovery,
-                      streams={"block_ms": 100, "read_count": 16}):  # fmt: skip
-        replies = collect(redis_client, 100)
-        time.sleep(0.3)
+                      streams={"block_ms": 100, "read_count": 1}) as wt:  # fmt: skip
+        replies = collect(redis_client, 101)
+        wait_until(lambda: int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0, what="all acknowledged")
+        assert wt.worker is not None and wt.worker.stats.recovered == 1  # the canary, and nothing of its own
     assert all(r.status is Status.OK for r in replies.values())
-    assert redis_client.xlen("infer:reply:test") == 100  # each entry processed exactly once
-    assert int(redis_client.xpending(STREAM, GROUP)["pending"]) == 0
+    assert redis_client.xlen("infer:reply:test") == 101  # each entry processed exactly once
