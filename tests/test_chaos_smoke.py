@@ -7,7 +7,6 @@ docs/reliability.md.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from benchmarks import chaos
 from benchmarks import chaos_hostile as hostile
 from benchmarks.chaos_harness import DEAD, MODEL, STREAM, Cluster, make_model
 from producer.codec import encode_request
+from worker.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,9 +86,7 @@ def test_binary_field_names_are_dead_lettered_and_do_not_stop_the_worker(tmp_pat
         cluster.admin.xadd(STREAM, {b"v": b"1", b"id": b"bad", b"\xff": b"x"})
         good = encode_request("good", "infer:reply:test", MODEL, {"x": np.ones((1, 4), np.float32)})
         cluster.admin.xadd(STREAM, good)  # type: ignore[arg-type]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (cluster.admin.xlen("infer:reply:test") and cluster.dead_len()):
-            time.sleep(0.05)
+        wait_until(lambda: cluster.admin.xlen("infer:reply:test") and cluster.dead_len(), what="reply and dead letter")
         assert cluster.dead_len() == 1
         assert cluster.admin.xlen("infer:reply:test") == 1
         cluster.stop_workers()
