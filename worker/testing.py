@@ -211,7 +211,7 @@ def start_worker(
 
 def wait_ready(redis_url: str, workers: Sequence[WorkerProcess], *, stream: str = DEFAULT_STREAM,
                timeout_s: float = 60.0) -> None:  # fmt: skip
-    """Block until every worker's health hash says ``status: ready``.
+    """Block until every worker's health hash says ``status: ready`` with the worker's own ``pid``.
 
     Raises:
         HarnessError: a worker exited first, or not all were ready in ``timeout_s``; the message holds
@@ -225,7 +225,7 @@ def wait_ready(redis_url: str, workers: Sequence[WorkerProcess], *, stream: str 
             if dead:
                 codes = ", ".join(f"{w.consumer} exited with {w.proc.returncode}" for w in dead)
                 raise HarnessError(f"worker failed to start ({codes})\n{_tails(workers)}")
-            waiting = [w.consumer for w in workers if client.hget(health_key(stream, w.consumer), "status") != b"ready"]
+            waiting = [w.consumer for w in workers if not _is_ready(client, stream, w)]
             if not waiting:
                 return
             if time.monotonic() >= deadline:
@@ -236,6 +236,12 @@ def wait_ready(redis_url: str, workers: Sequence[WorkerProcess], *, stream: str 
             time.sleep(_POLL_S)
     finally:
         client.close()
+
+
+def _is_ready(client: redis.Redis, stream: str, worker: WorkerProcess) -> bool:
+    """The health hash says ready, and was written by this process (not by an earlier one of that name)."""
+    status, pid = client.hmget(health_key(stream, worker.consumer), "status", "pid")
+    return status == b"ready" and pid in (None, str(worker.proc.pid).encode())
 
 
 def _tails(workers: Sequence[WorkerProcess], lines: int = LOG_TAIL_LINES) -> str:
