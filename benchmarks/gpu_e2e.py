@@ -108,7 +108,7 @@ def engine_alone(engine: Any, args: argparse.Namespace) -> dict[str, float]:
 
 def _produce(
     url: str, stream: str, pool: np.ndarray, want: np.ndarray, rows: int, count: int, inflight: int,
-    go: Any, out: Any,
+    warm: Any, go: Any, out: Any,
 ) -> None:  # fmt: skip
     """One producer process: ``count`` requests of ``rows`` rows each, at most ``inflight`` outstanding."""
     from collections import deque
@@ -122,6 +122,7 @@ def _produce(
     failed = 0
     with Client(url, model="mlp", stream=stream) as client:
         client.infer({"x": pool[:rows]}, timeout=60)  # connect and warm up before the clock starts
+        warm.put(os.getpid())
         go.wait()
         pending: deque[tuple[int, float, Any]] = deque()
 
@@ -190,22 +191,23 @@ def end_to_end(engine: Any, spec: dict[str, Any], path: Path, args: argparse.Nam
     from trt_double import reference
 
     from demo.summary import percentiles_ms
-    from worker.embedded import EmbeddedRedis
+    from worker.testing import redis_server
 
     pool = np.random.default_rng(2).standard_normal((256, args.d_in), dtype=np.float32)
     want = reference(spec, {"x": pool})["y"]
     stream = STREAM
     count = max(1, args.requests // rows // args.producers)
     ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    with EmbeddedRedis() as server, workers(server.url, engine, path, args) as worker_pids:
+    warm, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    with redis_server() as url, workers(url, engine, path, args) as worker_pids:
         procs = [
-            ctx.Process(target=_produce, args=(server.url, stream, pool, want, rows, count, args.inflight, go, out))
+            ctx.Process(target=_produce, args=(url, stream, pool, want, rows, count, args.inflight, warm, go, out))
             for _ in range(args.producers)
         ]
         for proc in procs:
             proc.start()
-        time.sleep(3)  # producers import and warm up, then wait for the start signal
+        for _ in procs:  # each producer imports, connects and sends one request, then waits for "go"
+            warm.get(timeout=300)
         cpu0 = cpu_seconds(worker_pids)
         start = time.perf_counter()
         go.set()
