@@ -89,3 +89,22 @@ def test_sigterm_finishes_queued_work_before_exit(
     assert all(r.status is Status.OK for r in replies.values())
     assert int(redis_client.xpending(STREAM, "workers")["pending"]) == 0
     assert not redis_client.exists(f"{STREAM}:worker:w")  # health key removed on clean exit
+
+
+def test_binary_field_names_are_dead_lettered_and_do_not_stop_the_worker(
+    redis_url: str, redis_client: redis.Redis, affine: Path, logs: Path
+) -> None:
+    worker = start_worker(affine, redis_url, consumer="w", log_path=logs / "w.log")
+    try:
+        wait_ready(redis_url, [worker])
+        redis_client.xadd(STREAM, {b"v": b"1", b"id": b"bad", b"\xff": b"x"})
+        good = encode_request("good", "infer:reply:test", "affine", {"x": np.ones((1, 4), np.float32)})
+        redis_client.xadd(STREAM, good)  # type: ignore[arg-type]
+        wait_until(lambda: redis_client.xlen("infer:reply:test") and redis_client.xlen(f"{STREAM}:dead"),
+                   what="a reply and a dead letter")  # fmt: skip
+        assert worker.running
+    finally:
+        code = worker.stop()
+    assert code == 0  # a clean exit on SIGTERM: nothing crashed it
+    assert redis_client.xlen(f"{STREAM}:dead") == 1
+    assert redis_client.xlen("infer:reply:test") == 1
