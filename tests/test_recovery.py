@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ import redis
 
 from producer.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
+from worker.recovery import Recovery
 from worker.testing import wait_until
+from worker.transport import PendingEntry
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +143,85 @@ def test_restart_under_the_same_name_drains_its_own_pending_entries_once(
         assert wt.worker is not None and wt.worker.stats.recovered == 1  # the canary, and nothing of its own
     assert all(r.status is Status.OK for r in replies.values())
     assert redis_client.xlen("infer:reply:test") == 101  # each entry processed exactly once
+
+
+# ------------------------------------------- the policy alone, over a scripted GroupMaintenance (no Redis)
+
+
+class ScriptedGroup:
+    """What ``Recovery`` asks of ``GroupMaintenance``, answered from lists; records the calls."""
+
+    def __init__(self, me: str, pending: list[PendingEntry], alive: set[str], idle_consumers: list[str] = ()) -> None:
+        self.t = SimpleNamespace(consumer=me)
+        self.pending, self.alive_set, self.idle = pending, alive, list(idle_consumers)
+        self.calls: list[tuple[str, object]] = []
+        self.left_on_delete = 0
+
+    async def idle_pending(self, min_idle_ms: int, count: int) -> list[PendingEntry]:
+        self.calls.append(("idle_pending", (min_idle_ms, count)))
+        return [p for p in self.pending if p.idle_ms >= min_idle_ms][:count]
+
+    async def alive(self, consumers: list[str]) -> dict[str, bool]:
+        self.calls.append(("alive", list(consumers)))
+        return {c: c in self.alive_set for c in consumers}
+
+    async def claim(self, entry_ids: list[str], min_idle_ms: int) -> tuple[list[tuple[str, dict]], list[str]]:
+        self.calls.append(("claim", (list(entry_ids), min_idle_ms)))
+        return [(eid, {b"id": eid.encode()}) for eid in entry_ids], []
+
+    async def trim_acknowledged(self) -> int:
+        return 0
+
+    async def idle_consumers(self, min_idle_ms: int) -> list[str]:
+        return self.idle
+
+    async def delete_consumer(self, consumer: str) -> int:
+        self.calls.append(("delete_consumer", consumer))
+        return self.left_on_delete
+
+
+def policy(group: ScriptedGroup) -> Recovery:
+    return Recovery(group, min_idle_ms=300, stuck_ms=1000, max_deliveries=3)  # type: ignore[arg-type]
+
+
+def claimed(group: ScriptedGroup) -> list[str]:
+    return [eid for name, args in group.calls if name == "claim" for eid in args[0]]  # type: ignore[index]
+
+
+def test_policy_claims_from_dead_owners_and_stuck_entries_only() -> None:
+    group = ScriptedGroup("me", [
+        PendingEntry("1-0", "dead", 400, 1),      # owner gone: claimed
+        PendingEntry("2-0", "alive", 999, 1),     # owner alive, not stuck: left alone
+        PendingEntry("3-0", "alive", 1000, 1),    # owner alive but idle for stuck_ms exactly: claimed
+        PendingEntry("4-0", "me", 5000, 1),       # this worker's own: never
+        PendingEntry("5-0", "dead", 100, 1),      # not idle long enough
+    ], alive={"alive", "me"})  # fmt: skip
+    result = asyncio.run(policy(group).round(room=1))
+    assert ("idle_pending", (300, 1)) in group.calls  # min_idle_ms, and no more than there is room for
+    assert claimed(group) == ["1-0"]
+    group.calls.clear()
+    result = asyncio.run(policy(group).round(room=10))
+    assert claimed(group) == ["1-0", "3-0"]
+    assert [e[0] for e in result.entries] == ["1-0", "3-0"] and result.poison == []
+
+
+def test_policy_sets_aside_entries_delivered_too_often() -> None:
+    group = ScriptedGroup("me", [PendingEntry("1-0", "dead", 400, 2), PendingEntry("2-0", "dead", 400, 3)], set())
+    result = asyncio.run(policy(group).round(room=10))
+    assert [e[0] for e in result.entries] == ["1-0"]  # its 3rd delivery: max_deliveries allows it
+    assert [(e[0], count) for e, count in result.poison] == [("2-0", 4)]
+
+
+def test_policy_claims_nothing_without_room() -> None:
+    group = ScriptedGroup("me", [PendingEntry("1-0", "dead", 400, 1)], set())
+    asyncio.run(policy(group).round(room=0))
+    assert claimed(group) == []
+
+
+def test_policy_deletes_idle_dead_consumers_and_reports_what_they_still_held(caplog: pytest.LogCaptureFixture) -> None:
+    group = ScriptedGroup("me", [], alive={"alive"}, idle_consumers=["gone", "alive"])
+    group.left_on_delete = 2
+    result = asyncio.run(policy(group).round(room=10))
+    assert result.consumers_deleted == ["gone"]
+    assert ("delete_consumer", "alive") not in group.calls
+    assert "deleted consumer gone that had 2 pending entries" in caplog.text
