@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import redis
 
 from producer.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
-from worker.recovery import Recovery
+from worker.recovery import Recovered, Recovery, run_forever
 from worker.testing import wait_until
 from worker.transport import PendingEntry
 
@@ -225,3 +226,36 @@ def test_policy_deletes_idle_dead_consumers_and_reports_what_they_still_held(cap
     assert result.consumers_deleted == ["gone"]
     assert ("delete_consumer", "alive") not in group.calls
     assert "deleted consumer gone that had 2 pending entries" in caplog.text
+
+
+def test_policy_logs_what_it_recovered(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker.recovery")
+    group = ScriptedGroup("me", [PendingEntry("1-0", "dead", 400, 1), PendingEntry("2-0", "dead", 400, 3)], set())
+    asyncio.run(policy(group).round(room=10))
+    assert "recovered 2 entries from ['dead'] (1 over max deliveries, 0 deleted)" in caplog.text
+
+
+def test_recovery_loop_carries_on_after_a_failed_round(caplog: pytest.LogCaptureFixture) -> None:
+    rounds: list[int] = []
+    errors: list[Exception] = []
+    handled: list[Recovered] = []
+    naps: list[float] = []
+
+    class Flaky:
+        async def round(self, room: int) -> Recovered:
+            rounds.append(room)
+            if len(rounds) == 1:
+                raise ConnectionError("boom")
+            return Recovered()
+
+    async def handle(result: Recovered) -> None:
+        handled.append(result)
+
+    async def nap(seconds: float) -> None:
+        naps.append(seconds)
+
+    asyncio.run(run_forever(Flaky(), interval_s=0.5, room=lambda: 7, handle=handle,  # type: ignore[arg-type]
+                            stopping=lambda: len(rounds) >= 3, sleep=nap, on_error=errors.append))  # fmt: skip
+    assert rounds == [7, 7, 7] and len(handled) == 2 and naps == [0.5, 0.5, 0.5]
+    assert [str(e) for e in errors] == ["boom"]
+    assert "recovery round failed (boom); retrying in 0.5s" in caplog.text
