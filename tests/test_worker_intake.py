@@ -67,3 +67,30 @@ def test_model_version_is_checked_only_when_both_sides_name_one(
         r = rejected(result)
         assert r.status is Status.MODEL_NOT_FOUND
         assert r.error == "model 'm' version '2' is not served (this is '1')"
+
+
+TWO = ModelInfo(
+    "two",
+    (TensorSpec("a", "FP32", (-1, 3)), TensorSpec("b", "INT64", (-1,))),
+    (TensorSpec("y", "FP32", (-1, 3)),),
+    max_batch_size=8,
+)
+
+
+def two(a: np.ndarray, b: np.ndarray) -> WorkItem | Rejection:
+    fields = encode_request("r1", "infer:reply:a", "two", {"a": a, "b": b})
+    return Intake(TWO, reply_prefix="infer:reply:").admit("1-0", fields)
+
+
+def test_fixed_dimension_must_match_and_the_error_names_it() -> None:
+    r = rejected(two(np.ones((2, 4), np.float32), np.ones(2, np.int64)))
+    assert r.status is Status.INVALID_ARGUMENT
+    assert r.error == "input 'a' dimension 1 must be 3 (model shape [-1, 3]), got shape [2, 4]"
+
+
+def test_inputs_must_agree_on_the_batch_dimension() -> None:
+    r = rejected(two(np.ones((2, 3), np.float32), np.ones(3, np.int64)))
+    assert r.status is Status.INVALID_ARGUMENT
+    assert r.error == "inputs disagree on the batch dimension: [2, 3]"
+    item = two(np.ones((2, 3), np.float32), np.ones(2, np.int64))
+    assert isinstance(item, WorkItem) and item.rows == 2 and item.signature == ((3,), ())
