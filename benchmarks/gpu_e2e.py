@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "gpu-e2e:requests"
-sys.path.insert(0, str(ROOT / "tests"))  # the TensorRT test double and the in-process worker helper
+# The TensorRT and CUDA test doubles are bare modules in tests/ (as pytest imports them); the worker harness
+# is worker.testing.
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def make_engine(workdir: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
@@ -89,7 +90,8 @@ def serve_worker(args: argparse.Namespace) -> int:
     from worker.config import load_settings
     from worker.runner import serve
 
-    settings = load_settings(consumer=args.consumer, redis={"url": args.serve}, **worker_overrides(args, args.engine))
+    consumer = {"consumer": args.consumer} if args.consumer else {}  # else WORKER_CONSUMER, set by the harness
+    settings = load_settings(redis={"url": args.serve}, **consumer, **worker_overrides(args, args.engine))
     asyncio.run(serve(settings, args.serve, load_engine(args.engine, args)))
     return 0
 
@@ -106,7 +108,7 @@ def engine_alone(engine: Any, args: argparse.Namespace) -> dict[str, float]:
 
 def _produce(
     url: str, stream: str, pool: np.ndarray, want: np.ndarray, rows: int, count: int, inflight: int,
-    go: Any, out: Any,
+    warm: Any, go: Any, out: Any,
 ) -> None:  # fmt: skip
     """One producer process: ``count`` requests of ``rows`` rows each, at most ``inflight`` outstanding."""
     from collections import deque
@@ -120,6 +122,7 @@ def _produce(
     failed = 0
     with Client(url, model="mlp", stream=stream) as client:
         client.infer({"x": pool[:rows]}, timeout=60)  # connect and warm up before the clock starts
+        warm.put(os.getpid())
         go.wait()
         pending: deque[tuple[int, float, Any]] = deque()
 
@@ -163,46 +166,22 @@ def cpu_seconds(pids: list[int]) -> float:
 def workers(url: str, engine: Any, path: Path, args: argparse.Namespace) -> Iterator[list[int]]:
     """The worker(s) under test: in this process (``--worker-procs 0``) or that many child processes,
     each with its own engine and contexts on the same GPU. Yields the pids whose CPU is measured."""
-    from helpers import WorkerThread, stop_process, wait_ready
+    from worker.testing import WorkerPool, WorkerThread
 
     if args.worker_procs == 0:
         with WorkerThread(url, engine=engine, **worker_overrides(args, path)):
             yield [os.getpid()]
         return
     engine.close()
-    names = [f"gpu-w{i}" for i in range(args.worker_procs)]
     keys = ("batch", "contexts", "d_in", "hidden", "d_out", "max_delay_ms")
-    common = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in keys]
+    argv = [sys.executable, "-m", "benchmarks.gpu_e2e", "--out", "-", "--serve", url, "--engine", str(path)]
+    argv += [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in keys]
     if args.host_double:
-        common.append("--host-double")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.gpu_e2e",
-                "--out",
-                "-",
-                "--serve",
-                url,
-                "--engine",
-                str(path),
-                "--consumer",
-                name,
-                *common,
-            ],
-            cwd=ROOT,
-        )
-        for name in names
-    ]
-    try:
-        import redis
-
-        wait_ready(redis.Redis.from_url(url), STREAM, names, procs, timeout_s=120)
-        yield [p.pid for p in procs]
-    finally:
-        for proc in procs:
-            stop_process(proc)
+        argv.append("--host-double")
+    names = [f"gpu-w{i}" for i in range(args.worker_procs)]
+    with WorkerPool(path, url, consumers=names, stream=STREAM, argv=argv, cwd=ROOT, stop_timeout_s=30) as pool:
+        pool.wait_ready(timeout_s=120)
+        yield [w.proc.pid for w in pool.workers]
 
 
 def end_to_end(engine: Any, spec: dict[str, Any], path: Path, args: argparse.Namespace, rows: int) -> dict[str, Any]:
@@ -211,23 +190,24 @@ def end_to_end(engine: Any, spec: dict[str, Any], path: Path, args: argparse.Nam
 
     from trt_double import reference
 
-    from demo import percentiles_ms
-    from worker.embedded import EmbeddedRedis
+    from demo.summary import percentiles_ms
+    from worker.testing import redis_server
 
     pool = np.random.default_rng(2).standard_normal((256, args.d_in), dtype=np.float32)
     want = reference(spec, {"x": pool})["y"]
     stream = STREAM
     count = max(1, args.requests // rows // args.producers)
     ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    with EmbeddedRedis() as server, workers(server.url, engine, path, args) as worker_pids:
+    warm, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    with redis_server() as url, workers(url, engine, path, args) as worker_pids:
         procs = [
-            ctx.Process(target=_produce, args=(server.url, stream, pool, want, rows, count, args.inflight, go, out))
+            ctx.Process(target=_produce, args=(url, stream, pool, want, rows, count, args.inflight, warm, go, out))
             for _ in range(args.producers)
         ]
         for proc in procs:
             proc.start()
-        time.sleep(3)  # producers import and warm up, then wait for the start signal
+        for _ in procs:  # each producer imports, connects and sends one request, then waits for "go"
+            warm.get(timeout=300)
         cpu0 = cpu_seconds(worker_pids)
         start = time.perf_counter()
         go.set()

@@ -28,14 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import redis
+
+from producer import Client
+from worker.testing import WorkerPool, make_affine_model, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from producer import Client  # noqa: E402
-from tests.helpers import make_affine_model, stop_process, wait_ready  # noqa: E402
-from worker.embedded import EmbeddedRedis  # noqa: E402
 
 WORKER_ENV = {
     "WORKER_BATCH__MAX_SIZE": "64",
@@ -59,19 +56,12 @@ def worktree(ref: str) -> Iterator[Path]:
 
 def measure(tree: Path, model: Path, env: dict[str, str], requests: int, dim: int) -> float:
     """Requests per second of one worker process running the code in ``tree``."""
-    with EmbeddedRedis() as server:
-        full_env = dict(os.environ, WORKER_REDIS__URL=server.url, WORKER_CONSUMER="bench", **WORKER_ENV, **env)
-        full_env["PYTHONPATH"] = str(tree)
-        with open(os.devnull, "wb") as devnull:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run", "--model", str(model)],
-                cwd=tree, env=full_env, stdout=devnull, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        try:
-            wait_ready(redis.Redis.from_url(server.url), "infer:requests", ["bench"], [proc])
-            return drive(server.url, model.stem, requests, dim)
-        finally:
-            stop_process(proc)
+    with (
+        redis_server() as url,
+        WorkerPool(model, url, consumers=["bench"], env={**WORKER_ENV, **env}, cwd=tree) as pool,
+    ):
+        pool.wait_ready()
+        return drive(url, model.stem, requests, dim)
 
 
 def drive(url: str, model: str, requests: int, dim: int) -> float:

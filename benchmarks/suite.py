@@ -75,7 +75,7 @@ def _flush(url: str) -> None:
 
 def run_loop(kind: str, n: int, server: EmbeddedRedis, pid: int | None, sizes: dict[str, int], logs: Path) -> Any:
     """One loop (featureless or the project's) with ``n`` workers; workers stopped and Redis flushed after."""
-    from tests.helpers import make_affine_model
+    from worker.testing import make_affine_model
 
     _flush(server.url)
     stream = f"bench:{kind}{n}"

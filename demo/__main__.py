@@ -21,21 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from demo import (
-    DemoError,
-    LoadResult,
-    WorkerPool,
-    batch_stats,
-    drop_stream,
-    images,
-    interrupt_on_signals,
-    percentiles_ms,
-    run_load,
-    scratch_stream,
-    server_breakdown_ms,
-    wait_for_redis,
-)
+from demo import images
 from demo import model as demo_model
+from demo.errors import DemoError
+from demo.load import LoadResult, run_load
+from demo.signals import interrupt_on_signals
+from demo.streams import drop_stream, scratch_stream
+from demo.summary import batch_stats, percentiles_ms, server_breakdown_ms
+from worker.testing import HarnessError, WorkerPool
+from worker.testing import redis_server as private_or_given_redis
 
 log = logging.getLogger("demo")
 
@@ -70,16 +64,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def redis_server(url: str | None) -> Iterator[str]:
-    """The given Redis URL, or a private redis-server for the duration of the block."""
-    if url:
-        wait_for_redis(url)
-        yield url
-        return
-    from worker.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        log.info("started a private redis-server at %s", server.url)
-        yield server.url
+    """The given Redis URL (once it answers), or a private redis-server for the duration of the block."""
+    with private_or_given_redis(url) as served:
+        if not url:
+            log.info("started a private redis-server at %s", served)
+        yield served
 
 
 def requests_cycle(inputs: dict[int, np.ndarray], count: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -178,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with redis_server(args.url) as url:
         try:
-            with WorkerPool(model_path, url, count=args.workers, stream=stream, env=worker_env(args)) as pool:
+            pool = WorkerPool(model_path, url, count=args.workers, stream=stream, env=worker_env(args), name="demo")
+            with pool:
                 log.info(
                     "starting %d worker(s) on stream %s (max batch %d, %d thread(s) each)",
                     args.workers, stream, args.batch, args.threads,
@@ -207,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: workers and Redis stopped", file=sys.stderr)
         return 130
-    except (DemoError, demo_model.FetchError) as exc:
+    except (DemoError, HarnessError, demo_model.FetchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

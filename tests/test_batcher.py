@@ -141,3 +141,77 @@ def test_invalid_configuration_is_refused() -> None:
         Batcher(max_size=0, max_delay_s=0.1)
     with pytest.raises(ValueError):
         Batcher(max_size=4, max_delay_s=-1)
+
+
+# ----------------------------------------------------- found by mutation testing (see docs/testing.md)
+
+
+def test_settings_are_validated_with_a_message_naming_them() -> None:
+    assert Batcher(max_size=1, max_delay_s=0).max_size == 1  # the smallest valid values
+    with pytest.raises(ValueError, match=r"^max_size must be >= 1$"):
+        Batcher(max_size=0, max_delay_s=0.01)
+    with pytest.raises(ValueError, match=r"^max_delay_s must be >= 0$"):
+        Batcher(max_size=4, max_delay_s=-0.001)
+
+
+def test_a_request_of_exactly_max_size_rows_is_accepted_and_more_is_refused(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=4, max_delay_s=1.0, clock=clock)
+    item = b.add("full", "sig", rows=4)
+    assert item.signature == "sig" and item.rows == 4
+    with pytest.raises(ValueError, match=r"^rows must be in 1\.\.4, got 5$"):
+        b.add("too-big", "sig", rows=5)
+    assert payloads(b.next_batch()) == ["full"]
+
+
+def test_preferred_size_one_and_max_size_are_kept(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=4, max_delay_s=1.0, preferred_sizes=[0, 1, 4, 5], clock=clock)
+    assert b.preferred_sizes == [4, 1]  # out-of-range sizes dropped, largest first
+    b.add("a", "sig")
+    assert payloads(b.next_batch()) == ["a"]  # one row is a preferred size: sent without waiting
+
+
+def test_preferred_size_that_cannot_be_filled_exactly_waits(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=8, max_delay_s=1.0, preferred_sizes=[4], clock=clock)
+    b.add("a", "sig", rows=3)
+    b.add("b", "sig", rows=3)  # 6 rows >= 4, but requests are never split: 3 or 6, never exactly 4
+    assert b.next_batch() is None
+    clock.advance(1.0)
+    assert payloads(b.next_batch()) == ["a", "b"]  # at the delay, all 6 rows (max 8) go together
+
+
+def test_equal_priorities_keep_arrival_order(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=3, max_delay_s=0.0, clock=clock)
+    for name in ("a", "b", "c"):
+        b.add(name, "sig", priority=2)
+    assert payloads(b.next_batch()) == ["a", "b", "c"]
+
+
+def test_an_explicit_now_is_used_instead_of_the_clock(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=8, max_delay_s=0.010, clock=clock)
+    b.add("a", "sig", deadline_s=clock.now + 0.005)
+    b.add("b", "sig")
+    assert b.wait_time(now=clock.now + 0.002) == pytest.approx(0.003)
+    assert b.pop_expired(now=clock.now + 0.004) == []
+    assert payloads(b.pop_expired(now=clock.now + 0.005)) == ["a"]
+    assert b.next_batch(now=clock.now + 0.009) is None
+    assert payloads(b.next_batch(now=clock.now + 0.010)) == ["b"]
+
+
+def test_pop_all_empties_the_batcher(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=8, max_delay_s=1.0, clock=clock)
+    b.add("a", "s1")
+    b.add("b", "s2", rows=2)
+    b.add("c", "s1")
+    assert sorted(it.payload for it in b.pop_all()) == ["a", "b", "c"]
+    assert len(b) == 0 and list(b) == [] and b.next_batch() is None
+    b.add("d", "s1")
+    assert len(b) == 1
+
+
+def test_across_signatures_the_oldest_waiting_request_goes_first(clock: Clock) -> None:
+    b: Batcher[str] = Batcher(max_size=1, max_delay_s=0.0, clock=clock)
+    b.add("a", "s1")
+    b.add("b", "s2")
+    b.add("c", "s1")
+    # s1's group was made first, but once "a" is gone its head ("c") is younger than s2's ("b")
+    assert [payloads(b.next_batch()) for _ in range(3)] == [["a"], ["b"], ["c"]]

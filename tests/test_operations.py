@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +14,7 @@ import redis
 from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.embedded import EmbeddedRedis
+from worker.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +32,10 @@ def get(port: int, path: str) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-def wait_for(predicate, timeout_s: float = 15) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def test_health_and_metrics_endpoints(redis_url: str, redis_client: redis.Redis, affine: Path) -> None:
     with WorkerThread(redis_url, affine, http={"host": "127.0.0.1", "port": 0}) as wt:
         assert wt.worker is not None
-        wait_for(lambda: wt.worker.http_port is not None)  # type: ignore[union-attr]
+        wait_until(lambda: wt.worker.http_port is not None, what="http port")  # type: ignore[union-attr]
         port = wt.worker.http_port
         assert port
         for i in range(6):
@@ -76,12 +67,13 @@ def test_worker_rides_out_a_redis_restart(tmp_path: Path, affine: Path) -> None:
             assert all(r.status is Status.OK for r in collect(client, 5).values())
 
             server.stop(cleanup=False)  # outage: the data directory (AOF) is kept
-            wait_for(lambda: worker.redis_down_since is not None)
-            wait_for(lambda: worker.http_port is not None)
+            wait_until(lambda: worker.redis_down_since is not None, what="outage noticed")
+            errors = worker.stats.redis_errors
             status, body = get(worker.http_port or 0, "/readyz")
             assert status == 503
             assert json.loads(body)["redis"] == "down"
-            time.sleep(0.5)  # the worker keeps retrying with backoff, it does not crash
+            # the worker keeps retrying with backoff, it does not crash
+            wait_until(lambda: worker.stats.redis_errors >= errors + 3, what="three more failed tries")
             assert wt.error is None and not worker.stopping
 
             server.start()
@@ -90,7 +82,7 @@ def test_worker_rides_out_a_redis_restart(tmp_path: Path, affine: Path) -> None:
             for rid, x in xs.items():
                 send(client, "affine", {"x": x}, request_id=rid)
             replies = collect(client, 10, until=lambda got: all(rid in got for rid in xs))
-            wait_for(lambda: worker.redis_down_since is None)
+            wait_until(lambda: worker.redis_down_since is None, what="Redis back", timeout_s=15)
             assert get(worker.http_port or 0, "/readyz")[0] == 200
             assert worker.stats.redis_errors > 0
         for rid, x in xs.items():
@@ -105,9 +97,8 @@ def test_worker_recreates_a_lost_consumer_group(redis_url: str, redis_client: re
         collect(redis_client, 1)
         redis_client.flushall()  # what a Redis restart without persistence, or a bad failover, looks like
         x = rand(1, 4)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not redis_client.exists("infer:requests"):
-            time.sleep(0.05)  # the worker notices NOGROUP and creates the group (and stream) again
+        # the worker notices NOGROUP and creates the group (and stream) again
+        wait_until(lambda: redis_client.exists("infer:requests"), what="group created again", timeout_s=15)
         send(redis_client, "affine", {"x": x}, request_id="after")
         reply = collect(redis_client, 1)["after"]
         assert wt.error is None and wt.worker is not None and not wt.worker.stopping

@@ -14,6 +14,7 @@ from redis_infer_protocol.codec import Status, encode_request
 from tests.fakes import TimesTen
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.errors import EngineError
+from worker.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -143,12 +144,18 @@ def test_malformed_entries_get_error_replies_and_good_traffic_flows(
     assert pending(redis_client) == 0
 
 
+def server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def test_deadline_passed_before_read_is_expired_not_computed(
     redis_url: str, redis_client: redis.Redis, affine: Path
 ) -> None:
-    send(redis_client, "affine", {"x": rand(1, 4)}, request_id="late", timeout_ms=1)
+    late = send(redis_client, "affine", {"x": rand(1, 4)}, request_id="late", timeout_ms=1)
     send(redis_client, "affine", {"x": rand(1, 4)}, request_id="fine", timeout_ms=60_000)
-    time.sleep(0.01)  # the 1 ms deadline is certainly over before a worker exists
+    deadline_ms = int(late.split("-")[0]) + 1  # the entry id's time is when the 1 ms started
+    wait_until(lambda: server_ms(redis_client) > deadline_ms, what="the 1 ms deadline over before a worker exists")
     with WorkerThread(redis_url, affine):
         replies = collect(redis_client, 2)
     assert replies["late"].status is Status.EXPIRED
@@ -204,9 +211,7 @@ def test_fatal_engine_error_stops_the_worker_and_leaves_entries_pending(
     engine = TimesTen(fatal=True)
     send(redis_client, "poison", {"x": np.full((1, 2), 666.0, np.float32)}, request_id="lost-gpu")
     wt = WorkerThread(redis_url, engine=engine, model={"name": "poison"}).start()
-    deadline = time.monotonic() + 10
-    while wt.error is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: wt.error is not None, what="the worker stopped on the fatal error")
     with pytest.raises(EngineError, match="poisoned"):
         wt.stop()
     assert pending(redis_client) == 1  # not acked: another worker will recover it
@@ -217,9 +222,7 @@ def test_higher_priority_requests_run_first(redis_url: str, redis_client: redis.
     engine = TimesTen(delay_s=0.3)
     with WorkerThread(redis_url, engine=engine, model={"name": "poison"}, batch={"max_size": 1, "max_queued": 16}):
         send(redis_client, "poison", {"x": np.full((1, 2), 0.0, np.float32)}, request_id="first")
-        deadline = time.monotonic() + 5
-        while not engine.runs and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: engine.runs, what="the first batch started")
         # the only slot is busy: these queue up and are ordered by priority, then arrival
         for value, priority in ((1.0, 0), (2.0, 0), (3.0, 5), (4.0, 1)):
             send(redis_client, "poison", {"x": np.full((1, 2), value, np.float32)}, request_id=f"v{value}",

@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from redis_infer_protocol.codec import Status, encode_request
-from tests.helpers import collect, make_affine_model, rand, start_worker_process, stop_process, wait_ready
+from tests.helpers import collect, make_affine_model, rand
+from worker.testing import start_worker, wait_ready, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,10 +37,10 @@ def test_two_workers_share_the_load_and_process_each_request_once(
     redis_url: str, redis_client: redis.Redis, affine: Path, logs: Path
 ) -> None:
     names = ["w1", "w2"]
-    env = {"WORKER_BATCH__MAX_SIZE": "4", "WORKER_BATCH__MAX_DELAY_MS": "2"}
-    procs = [start_worker_process(redis_url, affine, consumer=n, log=logs / f"{n}.log", **env) for n in names]
+    env = {"WORKER_BATCH__MAX_SIZE": "4", "WORKER_BATCH__MAX_DELAY_MS": "2", "WORKER_STREAMS__BLOCK_MS": "200"}
+    workers = [start_worker(affine, redis_url, consumer=n, log_path=logs / f"{n}.log", env=env) for n in names]
     try:
-        wait_ready(redis_client, STREAM, names, procs)
+        wait_ready(redis_url, workers)
         xs = {f"r{i}": rand(1, 16, seed=i) for i in range(400)}
         pipe = redis_client.pipeline()
         for rid, x in xs.items():
@@ -48,7 +49,7 @@ def test_two_workers_share_the_load_and_process_each_request_once(
         replies = collect(redis_client, len(xs))
         entries = redis_client.xrange("infer:reply:test")
     finally:
-        codes = [stop_process(p) for p in procs]
+        codes = [w.stop() for w in workers]
     assert codes == [0, 0]
     assert len(entries) == len(xs)  # exactly one reply per request: nothing processed twice
     for rid, x in xs.items():
@@ -68,24 +69,42 @@ def test_sigterm_finishes_queued_work_before_exit(
         "WORKER_BATCH__MAX_SIZE": "64",
         "WORKER_BATCH__MAX_DELAY_MS": "20000",
         "WORKER_RECOVERY__MIN_IDLE_MS": "300000",
+        "WORKER_STREAMS__BLOCK_MS": "200",
     }
-    proc = start_worker_process(redis_url, affine, consumer="w", log=logs / "w.log", **env)
+    worker = start_worker(affine, redis_url, consumer="w", log_path=logs / "w.log", env=env)
     try:
-        wait_ready(redis_client, STREAM, ["w"], [proc])
+        wait_ready(redis_url, [worker])
         for i in range(10):
             redis_client.xadd(STREAM, encode_request(f"q{i}", "infer:reply:test", "affine", {"x": rand(1, 4)}))
-        deadline = time.monotonic() + 10
-        while int(redis_client.xpending(STREAM, "workers")["pending"]) < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: int(redis_client.xpending(STREAM, "workers")["pending"]) >= 10, what="10 entries read")
         assert redis_client.xlen("infer:reply:test") == 0  # read, queued, not yet answered
         t0 = time.monotonic()
-        code = stop_process(proc, signal.SIGTERM)
+        code = worker.stop(signal.SIGTERM)
         took = time.monotonic() - t0
     finally:
-        stop_process(proc, signal.SIGKILL)
+        worker.stop(signal.SIGKILL)
     assert code == 0
     assert took < 5
     replies = collect(redis_client, 10, timeout_s=1)
     assert all(r.status is Status.OK for r in replies.values())
     assert int(redis_client.xpending(STREAM, "workers")["pending"]) == 0
     assert not redis_client.exists(f"{STREAM}:worker:w")  # health key removed on clean exit
+
+
+def test_binary_field_names_are_dead_lettered_and_do_not_stop_the_worker(
+    redis_url: str, redis_client: redis.Redis, affine: Path, logs: Path
+) -> None:
+    worker = start_worker(affine, redis_url, consumer="w", log_path=logs / "w.log")
+    try:
+        wait_ready(redis_url, [worker])
+        redis_client.xadd(STREAM, {b"v": b"1", b"id": b"bad", b"\xff": b"x"})
+        good = encode_request("good", "infer:reply:test", "affine", {"x": np.ones((1, 4), np.float32)})
+        redis_client.xadd(STREAM, good)  # type: ignore[arg-type]
+        wait_until(lambda: redis_client.xlen("infer:reply:test") and redis_client.xlen(f"{STREAM}:dead"),
+                   what="a reply and a dead letter")  # fmt: skip
+        assert worker.running
+    finally:
+        code = worker.stop()
+    assert code == 0  # a clean exit on SIGTERM: nothing crashed it
+    assert redis_client.xlen(f"{STREAM}:dead") == 1
+    assert redis_client.xlen("infer:reply:test") == 1
