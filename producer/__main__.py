@@ -54,9 +54,19 @@ class UsageError(Exception):
 # ------------------------------------------------------------------------------------------- parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("redis-infer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m producer`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m producer", description="Client for the redis-infer worker.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
