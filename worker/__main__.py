@@ -46,7 +46,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from worker.config import load_settings, redact_url
     from worker.errors import ConfigError
-    from worker.runner import redis_url, serve
+    from worker.runner import redis_url
 
     settings = load_settings(**_overrides(args))
     logging.getLogger().setLevel(settings.log_level)
@@ -62,8 +62,40 @@ def _run(args: argparse.Namespace) -> int:
             print(f"embedded redis-server: clients use REDIS_INFER_URL={url}", file=sys.stderr, flush=True)
         else:
             log.info("redis: %s", redact_url(url))
-        asyncio.run(serve(settings, url))
+        asyncio.run(_serve_checked(settings, url))
     return 0
+
+
+REDIS_CHECK_TIMEOUT_S = 5.0
+
+
+async def redis_major_version(settings: Any, url: str) -> int | None:
+    """The server's major version (INFO server), or None when it cannot be asked now (an outage: the worker's
+    own retries handle that)."""
+    from worker.transport import connect
+
+    client = connect(settings.redis, block_ms=settings.streams.block_ms, url=url)
+    try:
+        info = await asyncio.wait_for(client.info("server"), REDIS_CHECK_TIMEOUT_S)
+        return int(str(info["redis_version"]).split(".", 1)[0])
+    except Exception as exc:
+        log.debug("could not read the Redis version: %s", exc)
+        return None
+    finally:
+        await client.aclose()
+
+
+async def _serve_checked(settings: Any, url: str) -> None:
+    from worker.runner import serve
+
+    major = await redis_major_version(settings, url)
+    if major is not None and major < 7:
+        log.warning(
+            "Redis %d is older than 7: consumer-group lag is unknown (status says so, the metric is absent) and "
+            "KEDA's lagCount cannot scale this group; use Redis >= 7 in production",
+            major,
+        )
+    await serve(settings, url)
 
 
 def _config(args: argparse.Namespace) -> int:
