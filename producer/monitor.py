@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import NoPermissionError
 
 from redis_infer_protocol import keys
 
@@ -49,7 +50,7 @@ class GroupStatus:
 @dataclass(slots=True)
 class WorkerHealth:
     consumer: str
-    ttl_s: int
+    ttl_s: int | None  # None: TTL not permitted for this user
     fields: dict[str, str]
 
 
@@ -86,6 +87,7 @@ class StreamStatus:
     dead_letters: int = 0
     latest_dead_letters: list[DeadLetterBrief] = field(default_factory=list)
     rates: Rates | None = None
+    notes: list[str] = field(default_factory=list)  # what this user may not read (ACL), so was left out
 
 
 def _text(value: Any) -> str:
@@ -103,7 +105,7 @@ def _major(version: str) -> int:
         return 0
 
 
-def _workers(redis: Redis, stream: str) -> list[WorkerHealth]:
+def _workers(redis: Redis, stream: str, allowed: Callable[[str, Callable[[], Any], Any], Any]) -> list[WorkerHealth]:
     prefix = keys.health_key(stream, "")
     found = []
     for key in sorted(redis.scan_iter(match=keys.health_pattern(stream), count=100)):
@@ -112,7 +114,8 @@ def _workers(redis: Redis, stream: str) -> list[WorkerHealth]:
         if not raw:
             continue  # expired between SCAN and HGETALL
         fields = {_text(k): _text(v) for k, v in raw.items()}  # type: ignore[union-attr]
-        found.append(WorkerHealth(name[len(prefix) :], int(redis.ttl(key)), fields))  # type: ignore[arg-type]
+        ttl = allowed("TTL of health keys", lambda: redis.ttl(key), None)  # noqa: B023 - called at once
+        found.append(WorkerHealth(name[len(prefix) :], None if ttl is None else int(ttl), fields))
     return found
 
 
@@ -121,6 +124,8 @@ def group_lag(group: dict[Any, Any], major: int) -> tuple[int | None, str]:
     lag = group.get("lag")
     if lag is not None:
         return int(lag), ""
+    if major == 0:
+        return None, "unknown: Redis does not report it (its version is not readable; lag needs >= 7)"
     if major < 7:
         return None, f"unknown: Redis {major} does not report lag (needs >= 7)"
     return None, "unknown: Redis cannot tell (entries were deleted or trimmed past the group)"
@@ -161,8 +166,12 @@ def _group(redis: Redis, stream: str, group: dict[Any, Any], ctx: tuple[int, int
     )
 
 
-def _dead_letters(redis: Redis, dead_stream: str, count: int) -> tuple[int, list[DeadLetterBrief]]:
-    length = int(redis.xlen(dead_stream))  # type: ignore[arg-type]
+def _server_ms(redis: Redis) -> int:
+    seconds, micros = redis.time()  # type: ignore[misc]
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _dead_letters(redis: Redis, dead_stream: str, count: int) -> list[DeadLetterBrief]:
     latest = []
     entries: Any = redis.xrevrange(dead_stream, count=count)
     for entry_id, raw in entries:
@@ -178,7 +187,7 @@ def _dead_letters(redis: Redis, dead_stream: str, count: int) -> tuple[int, list
                 "truncated" in f,
             )
         )
-    return length, latest
+    return latest
 
 
 def snapshot(
@@ -192,15 +201,27 @@ def snapshot(
         dead_letter_stream: where the workers dead-letter (default ``<stream>:dead``).
         stale_ms: a consumer with no heartbeat idle this long is flagged stale.
     """
-    version = _text(redis.info("server").get("redis_version", "0"))  # type: ignore[union-attr]
-    seconds, micros = redis.time()  # type: ignore[misc]
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    limit = redis.hget(keys.limits_key(stream), "max_backlog")
+    notes: list[str] = []
+
+    def allowed(what: str, op: Callable[[], Any], default: Any) -> Any:
+        try:
+            return op()
+        except NoPermissionError:
+            if f"{what}: not permitted for this user" not in notes:
+                notes.append(f"{what}: not permitted for this user")
+            return default
+
+    version = _text(allowed("INFO server", lambda: redis.info("server"), {}).get("redis_version", "unknown"))
+    now_ms = allowed("TIME (the local clock is used)", lambda: _server_ms(redis), None) or int(time.time() * 1000)
+    limit = allowed(f"HGET {keys.limits_key(stream)}", lambda: redis.hget(keys.limits_key(stream), "max_backlog"), None)
     dead = dead_letter_stream or keys.dead_letter_stream(stream)
     status = StreamStatus(stream, bool(redis.exists(stream)), version, now_ms, 0, None,
-                          None if limit is None else int(limit), dead_letter_stream=dead)  # type: ignore[arg-type]  # fmt: skip
-    status.workers = _workers(redis, stream)
-    status.dead_letters, status.latest_dead_letters = _dead_letters(redis, dead, LATEST_DEAD_LETTERS)
+                          None if limit is None else int(limit), dead_letter_stream=dead, notes=notes)  # fmt: skip
+    status.workers = _workers(redis, stream, allowed)
+    status.dead_letters = int(redis.xlen(dead))  # type: ignore[arg-type]
+    status.latest_dead_letters = allowed(
+        f"XREVRANGE {dead} (latest reasons)", lambda: _dead_letters(redis, dead, LATEST_DEAD_LETTERS), []
+    )
     if not status.exists:
         return status
     info = redis.xinfo_stream(stream)
@@ -279,6 +300,7 @@ def format_status(status: StreamStatus) -> str:
                      f" | dead-lettered {r.dead_lettered_per_s:.1f}/s")  # fmt: skip
     lines.extend(_worker_lines(status.workers))
     lines.append(f"dead letters ({status.dead_letter_stream}): {status.dead_letters}")
+    lines.extend(f"note: {note}" for note in status.notes)
     for d in status.latest_dead_letters:
         cut = " [truncated]" if d.truncated else ""
         lines.append(f"  {d.id} original {d.original_id} by {d.worker}: {d.reason}{cut}")

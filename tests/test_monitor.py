@@ -87,6 +87,37 @@ def test_unknown_lag_is_said_never_zero(
     assert group_lag({"lag": 0}, 7) == (0, "")
 
 
+# A read-only user as narrow as a production monitor may be: no INFO, TIME, TTL, XREVRANGE, nor the limits key.
+NARROW_MONITOR = (
+    "on >pw resetkeys -@all +hello +auth +ping +client|setname +xinfo|groups +xinfo|stream +xinfo|consumers +xlen "
+    f"+xpending +exists +hget +hgetall +scan %R~{STREAM} %R~{DEAD} %R~{STREAM}:worker:*"
+)
+
+
+def test_status_degrades_for_a_narrow_read_only_user(
+    redis_url: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _prepare(redis_client)
+    redis_client.execute_command("ACL", "SETUSER", "narrow", *NARROW_MONITOR.split())
+    try:
+        narrow = redis_url.replace("redis://", "redis://narrow:pw@", 1)
+        data = _status(narrow, capsys)
+        assert data["length"] == 5 and data["dead_letters"] == 2 and data["max_backlog"] is None
+        group = data["groups"][0]  # type: ignore[index]
+        assert group["pending"] == 3
+        if _major(redis_client) >= 7:
+            assert group["lag"] == 2  # XINFO GROUPS still says it
+        assert data["latest_dead_letters"] == []
+        assert data["workers"][0]["ttl_s"] is None  # type: ignore[index]
+        notes = " ".join(data["notes"])  # type: ignore[arg-type]
+        for what in ("INFO server", "TIME", "HGET", "XREVRANGE", "TTL"):
+            assert what in notes
+        assert main(["status", "--url", narrow, "--stream", STREAM, "--interval", "0"]) == 0
+        assert "note: INFO server: not permitted" in capsys.readouterr().out
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", "narrow")
+
+
 def test_ghost_is_not_stale_before_the_threshold(
     redis_url: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
