@@ -178,3 +178,48 @@ def test_dashboard_loads_and_uses_exported_metrics() -> None:
     used = _used(" ".join(exprs))
     assert {"redis_infer_group_lag", "redis_infer_dead_lettered_total"} <= used
     assert used <= _exported(), used - _exported()
+
+
+def test_procfile_workers_share_one_redis_and_serve(redis_url: str, redis_client: Any, real_model: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from redis_infer_protocol import keys
+    from tests.helpers import collect, send, stop_process
+
+    honcho = Path(sys.executable).with_name("honcho")
+    if not honcho.exists():
+        pytest.skip("honcho is not installed (pip install -e '.[dev]')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", WORKER_REDIS__URL=redis_url,
+               WORKER_MODEL__PATH=str(real_model), WORKER_STREAMS__BLOCK_MS="200")  # fmt: skip
+    proc = subprocess.Popen(
+        [str(honcho), "-f", str(ROOT / "Procfile"), "start", "-c", "worker=2"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        ready: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(ready) < 2:  # both processes join the group on the one Redis
+            assert proc.poll() is None, "honcho exited"
+            assert time.monotonic() < deadline, "the Procfile's two workers did not both become ready"
+            ready = [
+                k.decode() for k in redis_client.scan_iter(match=keys.health_pattern(keys.DEFAULT_STREAM))
+                if redis_client.hget(k, "status") == b"ready"
+            ]  # fmt: skip
+            time.sleep(0.05)
+        image = np.zeros((1, 3, 224, 224), dtype=np.float32)
+        send(redis_client, real_model.stem, {"x": image}, request_id="procfile")
+        assert collect(redis_client, 1)["procfile"].status == "OK"
+        stop_process(proc, signal.SIGTERM)  # type: ignore[arg-type]  # honcho passes SIGTERM on and exits 143
+        # each worker drained and cleared its heartbeat: a clean stop, not a kill
+        assert list(redis_client.scan_iter(match=keys.health_pattern(keys.DEFAULT_STREAM))) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
