@@ -30,7 +30,9 @@ from redis.exceptions import RedisError
 from producer.bench_cli import add_parser as add_bench_parser
 from producer.client import Client
 from producer.core import DEFAULT_STREAM, DEFAULT_URL
+from producer.dlq import add_parser as add_dlq_parser
 from producer.errors import InferTimeout, InvalidInput, ServerError
+from producer.monitor import add_parser as add_status_parser
 from redis_infer_protocol.codec import TIMING_FIELDS, Reply, Timing
 
 EXIT_OK: Final = 0
@@ -54,9 +56,19 @@ class UsageError(Exception):
 # ------------------------------------------------------------------------------------------- parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("redis-infer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m producer`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m producer", description="Client for the redis-infer worker.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -81,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=run_stats)
 
     add_bench_parser(commands, _add_connection_args)
+    add_status_parser(commands, _add_connection_args)
+    add_dlq_parser(commands, _add_connection_args)
     return parser
 
 

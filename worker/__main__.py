@@ -8,36 +8,94 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from worker.errors import WorkerError
 
 log = logging.getLogger("worker")
 
 
-def _run(args: argparse.Namespace) -> int:
-    from worker.config import load_settings
-    from worker.runner import redis_url, serve
+# Short spellings kept from earlier releases; each maps onto a generated flag.
+_ALIASES: dict[str, str] = {
+    "--model-path": "--model",
+    "--batch-max-size": "--max-batch-size",
+    "--batch-max-delay-ms": "--max-delay-ms",
+}
+
+
+def _dest(path: tuple[str, ...]) -> str:
+    return "setting__" + "__".join(path)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, as nested dicts for ``load_settings`` (flags win over the environment)."""
+    from worker.config import setting_fields
 
     overrides: dict[str, Any] = {}
-    for key, section, field in (
-        ("model", "model", "path"),
-        ("model_name", "model", "name"),
-        ("max_batch_size", "batch", "max_size"),
-        ("max_delay_ms", "batch", "max_delay_ms"),
-        ("redis_url", "redis", "url"),
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            overrides.setdefault(section, {})[field] = value
-    for key in ("backend", "stream", "group", "consumer"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    settings = load_settings(**overrides)
+    for field in setting_fields():
+        value = getattr(args, _dest(field.path), None)
+        if value is None:
+            continue
+        target = overrides
+        for part in field.path[:-1]:
+            target = target.setdefault(part, {})
+        target[field.path[-1]] = value
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from worker.config import load_settings, redact_url
+    from worker.errors import ConfigError
+    from worker.runner import redis_url
+
+    settings = load_settings(**_overrides(args))
     logging.getLogger().setLevel(settings.log_level)
+    if settings.model.path is None:
+        raise ConfigError("no model: set WORKER_MODEL__PATH or pass --model")
+    if not settings.redis.url and not args.embedded_redis:
+        raise ConfigError(
+            "no Redis: set WORKER_REDIS__URL or pass --redis-url (or --embedded-redis for a private redis-server, "
+            "for trying things out only)"
+        )
     with redis_url(settings) as url:
-        asyncio.run(serve(settings, url))
+        if not settings.redis.url:
+            print(f"embedded redis-server: clients use REDIS_INFER_URL={url}", file=sys.stderr, flush=True)
+        else:
+            log.info("redis: %s", redact_url(url))
+        asyncio.run(_serve_checked(settings, url))
     return 0
+
+
+REDIS_CHECK_TIMEOUT_S = 5.0
+
+
+async def redis_major_version(settings: Any, url: str) -> int | None:
+    """The server's major version (INFO server), or None when it cannot be asked now (an outage: the worker's
+    own retries handle that)."""
+    from worker.transport import connect
+
+    client = connect(settings.redis, block_ms=settings.streams.block_ms, url=url)
+    try:
+        info = await asyncio.wait_for(client.info("server"), REDIS_CHECK_TIMEOUT_S)
+        return int(str(info["redis_version"]).split(".", 1)[0])
+    except Exception as exc:
+        log.debug("could not read the Redis version: %s", exc)
+        return None
+    finally:
+        await client.aclose()
+
+
+async def _serve_checked(settings: Any, url: str) -> None:
+    from worker.runner import serve
+
+    major = await redis_major_version(settings, url)
+    if major is not None and major < 7:
+        log.warning(
+            "Redis %d is older than 7: consumer-group lag is unknown (status says so, the metric is absent) and "
+            "KEDA's lagCount cannot scale this group; use Redis >= 7 in production",
+            major,
+        )
+    await serve(settings, url)
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -49,10 +107,37 @@ def _config(args: argparse.Namespace) -> int:
         else:
             print(markdown_table())
         return 0
-    from worker.config import load_settings
+    from worker.config import load_settings, redacted
 
-    print(json.dumps(load_settings().model_dump(mode="json"), indent=2))
+    print(json.dumps(redacted(load_settings()), indent=2))
     return 0
+
+
+def _add_setting_flags(run: argparse.ArgumentParser) -> None:
+    """One flag per setting (``--batch-max-size`` for ``WORKER_BATCH__MAX_SIZE``), with its default in the help."""
+    from typing import get_args, get_origin
+
+    from worker.config import setting_fields
+    from worker.configdoc import default_text
+
+    group = run.add_argument_group("settings (each also an environment variable; flags win)")
+    for field in setting_fields():
+        names = [field.flag]
+        if field.flag in _ALIASES:
+            names.insert(0, _ALIASES[field.flag])
+        choices = list(get_args(field.info.annotation)) if get_origin(field.info.annotation) is Literal else None
+        help_text = f"{field.info.description or ''} [{field.env}; default: {default_text(field.info) or 'unset'}]"
+        group.add_argument(*names, dest=_dest(field.path), choices=choices, metavar=None if choices else "VALUE",
+                           help=help_text.replace("%", "%%"))  # fmt: skip
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("redis-infer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -76,18 +161,16 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="serve a model from the request stream (settings from WORKER_* env)")
-    run.add_argument("--model", type=Path, help="model file (WORKER_MODEL__PATH)")
-    run.add_argument("--model-name", help="model name requests must carry (WORKER_MODEL__NAME)")
-    run.add_argument("--backend", choices=["onnxruntime", "tensorrt"], help="WORKER_BACKEND")
-    run.add_argument("--redis-url", help="WORKER_REDIS__URL; unset: a private redis-server")
-    run.add_argument("--stream", help="WORKER_STREAM")
-    run.add_argument("--group", help="WORKER_GROUP")
-    run.add_argument("--consumer", help="WORKER_CONSUMER")
-    run.add_argument("--max-batch-size", type=int, help="WORKER_BATCH__MAX_SIZE")
-    run.add_argument("--max-delay-ms", type=float, help="WORKER_BATCH__MAX_DELAY_MS")
+    run = sub.add_parser("run", help="serve a model from the request stream (settings from WORKER_* env or flags)")
+    run.add_argument(
+        "--embedded-redis",
+        action="store_true",
+        help="with no Redis URL: start a private redis-server and print the URL clients should use (trials only)",
+    )
+    _add_setting_flags(run)
     run.set_defaults(func=_run)
 
     config = sub.add_parser("config", help="print the effective configuration as JSON (validates it)")

@@ -6,13 +6,20 @@ Every setting is listed in the README's configuration table.
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
 import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from redis_infer_protocol import keys
 from redis_infer_protocol.codec import Limits
@@ -20,6 +27,8 @@ from worker.errors import ConfigError
 
 ENV_PREFIX = "WORKER_"
 ENV_DELIMITER = "__"
+
+log = logging.getLogger(__name__)
 
 
 def _default_consumer() -> str:
@@ -29,7 +38,7 @@ def _default_consumer() -> str:
 class RedisSettings(BaseModel):
     url: str | None = Field(
         default=None,
-        description="Redis URL (redis://, rediss:// for TLS, unix://). Unset: start a private redis-server.",
+        description="Redis URL (redis://, rediss:// for TLS, unix://). Required unless `run --embedded-redis`.",
     )
     username: str | None = Field(default=None, description="ACL user (overrides the URL's).")
     password: SecretStr | None = Field(default=None, description="Password (overrides the URL's); never logged.")
@@ -45,8 +54,8 @@ class BatchSettings(BaseModel):
     max_delay_ms: float = Field(
         default=2.0, ge=0, le=60_000, description="Longest a request waits for its batch to fill."
     )
-    preferred_sizes: list[int] = Field(
-        default_factory=list, description="Batch sizes dispatched at once when reached (e.g. [4,8])."
+    preferred_sizes: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Batch sizes dispatched at once when reached (e.g. 4,8 or [4,8])."
     )
     max_queued: int | None = Field(
         default=None,
@@ -54,6 +63,20 @@ class BatchSettings(BaseModel):
         description="Requests held in the worker before reading pauses. Default: 2 x max_size x slots, so a "
         "busy worker does not hoard what idle ones could serve.",
     )
+
+    @field_validator("preferred_sizes", mode="before")
+    @classmethod
+    def _parse_sizes(cls, value: Any) -> Any:
+        """Accept ``4,8`` and ``4 8`` as well as the JSON ``[4,8]`` (environment variables are plain text)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of integers: {text!r}") from exc
+        return [part for part in text.replace(",", " ").split()]
 
     @field_validator("preferred_sizes")
     @classmethod
@@ -221,12 +244,101 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in loc if isinstance(part, str))
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment and ``.env``; ``overrides`` (from the CLI) win.
+@dataclass(slots=True, frozen=True)
+class SettingField:
+    """One leaf setting: its path in the model (``("batch", "max_size")``) and its pydantic field."""
+
+    path: tuple[str, ...]
+    info: FieldInfo
+
+    @property
+    def env(self) -> str:
+        return env_name(self.path)
+
+    @property
+    def flag(self) -> str:
+        return "--" + "-".join(self.path).replace("_", "-")
+
+
+def setting_fields(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[SettingField]:
+    """Every leaf setting of ``model`` in declaration order, nested sections flattened."""
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from setting_fields(annotation, (*prefix, name))
+        else:
+            yield SettingField((*prefix, name), info)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``WORKER_*`` names in ``environ`` that are no setting, each with the closest setting's name (or None)."""
+    known = {field.env for field in setting_fields()}
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+            unknown.append((name, close[0] if close else None))
+    return unknown
+
+
+def _environment() -> dict[str, str]:
+    """The process environment, plus ``.env`` (which pydantic-settings also reads)."""
+    names = dict(os.environ)
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        from dotenv import dotenv_values
+
+        names.update({k: v or "" for k, v in dotenv_values(dotenv).items()})
+    return names
+
+
+def check_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a ``WORKER_*`` variable that looks like a misspelled setting; warn about other unknown ones.
 
     Raises:
-        ConfigError: naming each invalid variable and why.
+        ConfigError: naming each misspelled variable and the setting it probably meant.
     """
+    typos: list[str] = []
+    others: list[str] = []
+    for name, close in unknown_variables(_environment() if environ is None else environ):
+        (typos if close else others).append(f"{name} (did you mean {close}?)" if close else name)
+    if others:
+        log.warning("ignoring unknown variables %s: no worker setting has these names", ", ".join(others))
+    if typos:
+        raise ConfigError(f"unknown configuration variables: {'; '.join(typos)}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print and log)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-ready data with no secret in it (SecretStr fields and URL passwords masked)."""
+    data = settings.model_dump(mode="json")
+    if settings.redis.url:
+        data["redis"]["url"] = redact_url(settings.redis.url)
+    return data
+
+
+def load_settings(*, check_env: bool = True, **overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``; ``overrides`` (from the CLI) win.
+
+    Args:
+        check_env: refuse misspelled ``WORKER_*`` variables first (see ``check_variables``).
+        **overrides: nested dicts of values that win over the environment.
+
+    Raises:
+        ConfigError: naming each invalid (or misspelled) variable and why.
+    """
+    if check_env:
+        check_variables()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
