@@ -367,6 +367,8 @@ class Worker:
         return [e for e in entries if counts.get(e[0], 0) <= limit]
 
     async def _admit(self, entries: Sequence[Entry]) -> None:
+        if any(entry_id in self._held for entry_id, _ in entries):  # delivered again while in hand: run once
+            entries = [entry for entry in entries if entry[0] not in self._held]
         self._held.update(entry_id for entry_id, _ in entries)
         read_ns = time.time_ns()
         now_ns, now_s = time.time_ns(), time.monotonic()
@@ -493,6 +495,10 @@ class Worker:
     def _claim_room(self) -> int:
         if self.redis_down_since is not None or time.monotonic() < self._claims_paused_until:
             return 0  # also while Redis answers BUSY, MISCONF, READONLY...: those count as outages
+        if not self._own_pel_read:
+            # An entry claimed now joins this consumer's pending list, which the reader is still
+            # re-reading by cursor: it would be read (and run) a second time.
+            return 0
         return self.max_queued - len(self._held)
 
     def _held_now(self) -> set[str] | _Everything:
