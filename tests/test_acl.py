@@ -21,6 +21,7 @@ from redis_infer_protocol.codec import Status, encode_request
 from tests.conftest import ROOT
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.embedded import EmbeddedRedis
+from worker.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -230,7 +231,6 @@ def _wait(condition: Callable[[], bool], timeout_s: float = 30) -> None:
 
 def test_reply_prefixes_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.config import load_settings
-    from worker.errors import ConfigError
 
     assert load_settings().streams.allowed_reply_prefixes == (keys.DEFAULT_REPLY_PREFIX,)
     monkeypatch.setenv("WORKER_STREAMS__REPLY_PREFIXES", '["infer:reply:alpha:", "infer:reply:beta:"]')
@@ -261,3 +261,53 @@ def test_client_tenant_reply_stream() -> None:
     assert config.tenant_reply_prefix == "infer:reply:alpha:"
     with pytest.raises(ValueError, match="tenant"):
         ClientConfig("m", STREAM, None, None, keys.DEFAULT_REPLY_PREFIX, Limits(), tenant="a*")
+
+
+SECRET = "s3cret-Pa55word"
+
+
+def test_no_password_in_cli_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from producer.__main__ import main
+
+    monkeypatch.setenv("REDIS_INFER_URL", f"redis://producer:{SECRET}@127.0.0.1:1/0")
+    with pytest.raises(SystemExit):
+        main(["stats", "--help"])
+    out = capsys.readouterr()
+    assert "REDIS_INFER_URL" in out.out and SECRET not in out.out + out.err
+
+
+def test_no_password_in_worker_logs_or_errors(
+    acl_server: EmbeddedRedis, affine: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker refused by Redis (wrong password in its URL) stops with an error that says why, and neither
+    the error nor the logs repeat the password."""
+    caplog.set_level("DEBUG")
+    url = f"redis://worker:{SECRET}@127.0.0.1:{acl_server.port}/0"
+    worker = WorkerThread(url, affine).start()
+    _wait(lambda: worker.error is not None)
+    with pytest.raises(ConfigError, match="credentials") as refused:
+        worker.stop()
+    text = f"{refused.value!r} {refused.value} {refused.value.__cause__!r} {caplog.text}"
+    assert SECRET not in text
+
+
+def test_async_client_with_tenant_gets_replies(acl_server: EmbeddedRedis, affine: Path) -> None:
+    import asyncio
+
+    from producer import AsyncClient
+
+    async def main() -> tuple[str, dict[str, np.ndarray]]:
+        client = AsyncClient(url_for(acl_server, "producer-beta"), model="affine", tenant="beta")
+        try:
+            return client.reply_stream, await client.infer({"x": x}, timeout=30)
+        finally:
+            await client.aclose()
+
+    x = rand(3, 4, seed=2)
+    with WorkerThread(url_for(acl_server, "worker"), affine, streams={"block_ms": 100, "max_backlog": 10}):
+        reply_stream, result = asyncio.run(main())
+    assert reply_stream.startswith("infer:reply:beta:")
+    np.testing.assert_allclose(result["y"], 2 * x + 1, rtol=1e-6)
+    admin = redis.Redis.from_url(url_for(acl_server, ADMIN[0]))
+    admin.flushall()
+    admin.close()
