@@ -5,6 +5,7 @@ Each role does its whole job under its own user; a table of what each must not d
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -311,3 +312,26 @@ def test_async_client_with_tenant_gets_replies(acl_server: EmbeddedRedis, affine
     admin = redis.Redis.from_url(url_for(acl_server, ADMIN[0]))
     admin.flushall()
     admin.close()
+
+
+def test_setuser_lines_give_the_same_users_as_the_aclfile(acl_server: EmbeddedRedis) -> None:
+    """setuser.redis, as redis-cli would split it, sets up exactly the users of users.acl."""
+    import shlex
+
+    with EmbeddedRedis() as plain:
+        client = redis.Redis.from_url(plain.url, decode_responses=True)
+        for line in (ACL_DIR / "setuser.redis").read_text().splitlines():
+            client.execute_command(*shlex.split(line))
+        from_setuser = {_rules(u) for u in client.acl_list() if not u.startswith("user default ")}
+        client.close()
+    admin = redis.Redis.from_url(url_for(acl_server, ADMIN[0]), decode_responses=True)
+    from_file = {_rules(u) for u in admin.acl_list() if not u.startswith(("user default ", "user admin "))}
+    admin.close()
+    assert from_setuser == from_file and len(from_file) == 6
+
+
+def _rules(acl_list_line: str) -> tuple[tuple[str, ...], ...]:
+    """An ``ACL LIST`` line as order-free rules: Redis lists a user's commands in hash order."""
+    selectors = re.findall(r"\(([^)]*)\)", acl_list_line)
+    root = re.sub(r"\([^)]*\)", "", acl_list_line)
+    return tuple(sorted(tuple(sorted(part.split())) for part in [root, *selectors]))
