@@ -52,17 +52,17 @@ _CONNECTION: Final = ("+hello", "+auth", "+ping", "+client|setname", "+client|ge
 WORKER_COMMANDS: Final = (
     *_CONNECTION,
     "+info", "+time",
-    "+xgroup|create", "+xgroup|delconsumer", "+xreadgroup", "+xack", "+xclaim", "+xautoclaim",
-    "+xpending", "+xinfo|groups", "+xinfo|consumers", "+xinfo|stream", "+xtrim", "+xadd", "+xlen", "+xrange",
-    "+hset", "+hget", "+hgetall", "+expire", "+del", "+exists", "+scan",
-    "+eval", "+evalsha", "+script|load",
+    "+xgroup|create", "+xreadgroup", "+xack", "+xclaim", "+xpending", "+xinfo|groups", "+xtrim", "+xadd",
+    "+hset", "+hget", "+expire", "+del", "+exists",
+    # The consumer clean-up script (EVAL) runs under this user's ACL: EXISTS, XINFO CONSUMERS, XGROUP DELCONSUMER.
+    "+eval", "+xinfo|consumers", "+xgroup|delconsumer",
 )  # fmt: skip
 """What worker/transport.py sends (docs/operations.md lists why)."""
 
 MONITOR_COMMANDS: Final = (
     *_CONNECTION,
     "+xinfo|groups", "+xinfo|stream", "+xinfo|consumers", "+xlen", "+xpending", "+exists", "+type",
-    "+hget", "+hgetall", "+scan",
+    "+hget", "+hgetall",
 )  # fmt: skip
 """The status CLI (``python -m producer stats``) and KEDA's redis-streams scaler (lag, pending)."""
 
