@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_connection_args(parser: argparse.ArgumentParser) -> None:
     url = os.environ.get(ENV_URL, DEFAULT_URL)
     stream = os.environ.get(ENV_STREAM, DEFAULT_STREAM)
-    parser.add_argument("--url", default=url, help=f"Redis URL (env {ENV_URL}, default {url})")
+    # The help names the env variable, never its value: a URL may carry a password.
+    parser.add_argument("--url", default=url, help=f"Redis URL (env {ENV_URL}, default {DEFAULT_URL})")
     parser.add_argument("--stream", default=stream, help=f"request stream (env {ENV_STREAM}, default {stream})")
 
 

@@ -61,6 +61,8 @@ class Client(ClientShell[Future[Reply]]):
         model_version: Model version to ask for; None lets the worker choose.
         default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
         reply_prefix: Prefix of the reply stream's key.
+        tenant: A tenant name (letters, digits, ``_``, ``-``): the reply stream goes under
+            ``<reply_prefix><tenant>:``, where only that tenant's ACL user can read it.
         limits: Bounds applied when decoding replies and checked on requests before sending.
         redis: A client to use instead of opening one from ``url`` (it must not decode responses).
             It is not closed by :meth:`close`. The client opened from ``url`` has a blocking pool of
@@ -88,6 +90,7 @@ class Client(ClientShell[Future[Reply]]):
         redis: Redis | None = None,
         on_busy: OnBusy = "raise",
         retries: int = 0,
+        tenant: str | None = None,
     ) -> None:
         config = ClientConfig(
             model=model,
@@ -97,6 +100,7 @@ class Client(ClientShell[Future[Reply]]):
             reply_prefix=reply_prefix,
             limits=limits,
             retries=retries,
+            tenant=tenant,
         )
         self._redis: Redis = _open(url) if redis is None else redis
         super().__init__(config, on_busy, self._redis, owns_redis=redis is None)

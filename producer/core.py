@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.errors import ClientClosed, InferTimeout, InvalidInput, error_for
 from redis_infer_protocol import keys, validation
+from redis_infer_protocol.acl import tenant_reply_prefix
 from redis_infer_protocol.codec import CodecError, ParamValue, Reply, Status, decode_reply, encode_request
 from redis_infer_protocol.limits import Limits
 
@@ -99,6 +100,7 @@ class ClientConfig:
     reply_prefix: str
     limits: Limits
     retries: int = 0  # re-sends of an XADD that met a connection error
+    tenant: str | None = None  # reply streams under ``<reply_prefix><tenant>:`` (one ACL user per tenant)
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -109,7 +111,12 @@ class ClientConfig:
             raise ValueError("stream must be a non-empty string")
         if self.default_timeout_s is not None and not _positive_finite(self.default_timeout_s):
             raise ValueError(f"default_timeout_s must be positive and finite, got {self.default_timeout_s!r}")
-        validation.check_reply_prefix(self.reply_prefix, REPLY_ID_CHARS)
+        validation.check_reply_prefix(self.tenant_reply_prefix, REPLY_ID_CHARS)
+
+    @property
+    def tenant_reply_prefix(self) -> str:
+        """The prefix of this client's reply stream: ``reply_prefix``, plus ``<tenant>:`` with a tenant."""
+        return self.reply_prefix if self.tenant is None else tenant_reply_prefix(self.tenant, self.reply_prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +213,7 @@ class ClientCore(Generic[F]):
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
-        self.reply_key = new_reply_key(config.reply_prefix)
+        self.reply_key = new_reply_key(config.tenant_reply_prefix)
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending[F]] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap; stale entries are skipped lazily

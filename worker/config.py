@@ -121,6 +121,24 @@ class StreamSettings(BaseModel):
         default=keys.DEFAULT_REPLY_PREFIX,
         description="Replies go only to keys with this prefix (the SDK's default); others are dead-lettered.",
     )
+    reply_prefixes: list[str] | None = Field(
+        default=None,
+        description='Tenants\' reply prefixes (JSON list, e.g. ["infer:reply:alpha:"]): replies go only to keys '
+        "under one of them (and more than the bare prefix). Default: [reply_prefix].",
+    )
+
+    @field_validator("reply_prefixes")
+    @classmethod
+    def _prefixes_given(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(value)):
+            raise ValueError("reply_prefixes must list at least one prefix, none empty")
+        return value
+
+    @property
+    def allowed_reply_prefixes(self) -> tuple[str, ...]:
+        """The reply prefixes in force: ``reply_prefixes`` if set, else ``reply_prefix`` alone."""
+        return tuple(self.reply_prefixes) if self.reply_prefixes is not None else (self.reply_prefix,)
+
     dead_letter_stream: str | None = Field(
         default=None, description="Where undeliverable entries go. Default: '<stream>:dead'."
     )

@@ -83,8 +83,9 @@ class Intake:
         default_timeout_ms: deadline for requests that set none; a request may only shorten it.
         limits: decode limits.
         forbidden_reply_to: stream keys a reply must never go to (the request and dead-letter streams).
-        reply_prefix: replies go only to keys that start with it, so a request cannot make the worker
-            write to (and set a TTL on) an arbitrary key.
+        reply_prefix: replies go only to keys that start with it (or with one of them, a tenant's prefix
+            each) and are longer than it, so a request cannot make the worker write to (and set a TTL
+            on) an arbitrary key.
         max_rows: the most rows one request may hold (the batch size); default the engine's maximum.
     """
 
@@ -96,7 +97,7 @@ class Intake:
         default_timeout_ms: int | None = None,
         limits: Limits | None = None,
         forbidden_reply_to: frozenset[str] = frozenset(),
-        reply_prefix: str = "",
+        reply_prefix: str | tuple[str, ...] = "",
         max_rows: int | None = None,
     ) -> None:
         self.info = info
@@ -104,7 +105,7 @@ class Intake:
         self.default_timeout_ms = default_timeout_ms
         self.limits = limits or Limits()
         self.forbidden_reply_to = forbidden_reply_to
-        self.reply_prefix = reply_prefix
+        self.reply_prefixes = (reply_prefix,) if isinstance(reply_prefix, str) else reply_prefix
         self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
         self._datatypes = {spec.name: spec.datatype for spec in info.inputs}
@@ -129,7 +130,9 @@ class Intake:
     def may_reply_to(self, key: str) -> bool:
         """Whether replies may be written to ``key``: the one rule, applied on every path (the transport
         applies it again before each reply write and TTL)."""
-        return key.startswith(self.reply_prefix) and key not in self.forbidden_reply_to
+        # A bare prefix is no reply stream: under a tenant's prefix it would be shared by nobody's ACL.
+        allowed = any(key.startswith(p) and len(key) > len(p) for p in self.reply_prefixes)
+        return allowed and key not in self.forbidden_reply_to
 
     def envelope(self, fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
         """(request id, reply_to) of an entry that is answered without being decoded (poison, a bug);

@@ -108,7 +108,7 @@ class Worker:
             default_timeout_ms=settings.streams.default_timeout_ms,
             limits=settings.limits.to_codec(),
             forbidden_reply_to=frozenset({settings.stream, settings.dead_letter_stream}),
-            reply_prefix=settings.streams.reply_prefix,
+            reply_prefix=settings.streams.allowed_reply_prefixes,
             max_rows=self.batcher.max_size,
         )
         streams = settings.streams
