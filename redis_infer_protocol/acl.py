@@ -62,13 +62,14 @@ WORKER_COMMANDS: Final = (
 MONITOR_COMMANDS: Final = (
     *_CONNECTION,
     "+xinfo|groups", "+xinfo|stream", "+xinfo|consumers", "+xlen", "+xpending", "+exists", "+type",
-    "+hget", "+hgetall",
+    "+hget", "+hgetall", "+xrevrange", "+ttl", "+scan", "+info", "+time",
 )  # fmt: skip
-"""The status CLI (``python -m producer stats``) and KEDA's redis-streams scaler (lag, pending)."""
+"""The status CLI (``redis-infer status``: health keys found by SCAN, which lists key names only; latest dead
+letters by XREVRANGE; the server clock and version) and KEDA's redis-streams scaler (lag, pending)."""
 
 OPERATOR_COMMANDS: Final = (
     *_CONNECTION,
-    "+xrange", "+xrevrange", "+xlen", "+xinfo|stream", "+xdel", "+xtrim", "+del",
+    "+xrange", "+xrevrange", "+xlen", "+xinfo|stream", "+xdel", "+xtrim", "+del", "+multi", "+exec",
 )  # fmt: skip
 """Dead-letter requeue (XRANGE the dead letters, XADD to the request stream, XDEL) and purge (XTRIM/DEL)."""
 
@@ -128,7 +129,13 @@ def roles(stream: str = keys.DEFAULT_STREAM, tenants: Sequence[str] = ()) -> lis
     )  # fmt: skip
     monitor = Role(
         "monitor",
-        root=[*MONITOR_COMMANDS, f"%R~{stream}", f"%R~{dead}", f"%R~{keys.health_pattern(stream)}"],
+        root=[
+            *MONITOR_COMMANDS,
+            f"%R~{stream}",
+            f"%R~{dead}",
+            f"%R~{keys.limits_key(stream)}",
+            f"%R~{keys.health_pattern(stream)}",
+        ],  # fmt: skip
     )
     operator = Role(
         "operator",

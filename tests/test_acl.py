@@ -17,6 +17,7 @@ import redis
 
 from producer import Client
 from producer.__main__ import stream_stats
+from producer.monitor import snapshot
 from redis_infer_protocol import acl, keys
 from redis_infer_protocol.codec import Status, encode_request
 from tests.conftest import ROOT
@@ -144,6 +145,21 @@ def test_monitor_reads_status_and_keda_lag(connect: Callable[[str], redis.Redis]
     assert monitor.xlen(STREAM) == 3
     assert monitor.xinfo_stream(STREAM)["length"] == 3
     assert monitor.xlen(DEAD) == 0
+    # The whole status view, not just what KEDA needs: nothing left out for want of a permission.
+    status = snapshot(monitor, STREAM)
+    assert status.notes == [] and status.length == 3 and status.groups[0].pending == 1
+
+
+def test_operator_requeue_runs_in_one_transaction(connect: Callable[[str], redis.Redis]) -> None:
+    admin = connect(ADMIN[0])
+    admin.xadd(DEAD, {"f:v": b"1"})
+    operator = connect("operator")
+    ((entry_id, _fields),) = operator.xrange(DEAD)
+    with operator.pipeline(transaction=True) as tx:  # what `dlq requeue` sends: MULTI, XADD, XDEL, EXEC
+        tx.xadd(STREAM, {"v": b"1"})
+        tx.xdel(DEAD, entry_id)
+        tx.execute()
+    assert admin.xlen(DEAD) == 0 and admin.xlen(STREAM) == 1
 
 
 def test_operator_requeues_and_purges_dead_letters(connect: Callable[[str], redis.Redis]) -> None:
