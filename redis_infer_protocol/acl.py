@@ -135,7 +135,7 @@ def roles(stream: str = keys.DEFAULT_STREAM, tenants: Sequence[str] = ()) -> lis
             f"%R~{dead}",
             f"%R~{keys.limits_key(stream)}",
             f"%R~{keys.health_pattern(stream)}",
-        ],  # fmt: skip
+        ],
     )
     operator = Role(
         "operator",
