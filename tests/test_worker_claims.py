@@ -23,18 +23,18 @@ def make_worker() -> Worker:
 def test_no_claims_until_the_own_pending_list_is_read() -> None:
     """A claimed entry joins this consumer's pending list; the re-read by cursor would run it twice."""
     worker = make_worker()
-    worker._own_pel_read = False
+    worker.reader._own_pel_read = False
     assert worker._claim_room() == 0
-    worker._own_pel_read = True
-    assert worker._claim_room() == worker.max_queued
+    worker.reader._own_pel_read = True
+    assert worker._claim_room() == worker.reader.room() > 0
 
 
 def test_an_entry_delivered_again_while_in_hand_is_admitted_once() -> None:
     worker = make_worker()
-    worker._held.add("5-0")
+    worker.reader._held.add("5-0")
 
     async def admit() -> None:
-        await worker._admit([("5-0", {b"v": b"1"})])
+        await worker.reader.admit([("5-0", {b"v": b"1"})])
 
     asyncio.run(admit())
     assert len(worker.batcher) == 0  # the copy in hand runs; the second delivery is not queued

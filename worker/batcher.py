@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-Signature = Hashable
+GroupKey = Hashable  # what requests batch by; the worker passes intake.Signature (the one signature type)
 
 
 @dataclass(slots=True)
@@ -32,7 +32,7 @@ class Item(Generic[T]):
     """One request waiting for a batch."""
 
     payload: T
-    signature: Signature
+    signature: GroupKey
     rows: int
     arrived_s: float
     deadline_s: float | None = None
@@ -74,7 +74,7 @@ class Batcher(Generic[T]):
         self.max_delay_s = max_delay_s
         self.preferred_sizes = sorted({s for s in preferred_sizes if 1 <= s <= max_size}, reverse=True)
         self.clock = clock
-        self._groups: dict[Signature, _Group[T]] = {}
+        self._groups: dict[GroupKey, _Group[T]] = {}
         self._seq = itertools.count()
         self._count = 0
         self.flushing = False  # when set, every group is ready at once (drain on shutdown)
@@ -89,7 +89,7 @@ class Batcher(Generic[T]):
     def add(
         self,
         payload: T,
-        signature: Signature,
+        signature: GroupKey,
         rows: int = 1,
         *,
         deadline_s: float | None = None,
@@ -127,7 +127,7 @@ class Batcher(Generic[T]):
     def next_batch(self, now: float | None = None) -> list[Item[T]] | None:
         """The next batch to dispatch, removed from the queue, or None if no group is ready yet."""
         now = self.clock() if now is None else now
-        best: tuple[tuple[int, int], Signature, int] | None = None
+        best: tuple[tuple[int, int], GroupKey, int] | None = None
         for signature, group in self._groups.items():
             size = self._ready_size(group, now)
             if size:
@@ -178,7 +178,7 @@ class Batcher(Generic[T]):
             total += item.rows
         return total
 
-    def _take(self, signature: Signature, limit: int) -> list[Item[T]]:
+    def _take(self, signature: GroupKey, limit: int) -> list[Item[T]]:
         group = self._groups[signature]
         ordered = self._ordered(group) if any(it.priority for it in group.items) else group.items
         batch: list[Item[T]] = []
@@ -192,7 +192,7 @@ class Batcher(Generic[T]):
         self._replace(signature, [it for it in group.items if id(it) not in taken])
         return batch
 
-    def _replace(self, signature: Signature, items: list[Item[T]]) -> None:
+    def _replace(self, signature: GroupKey, items: list[Item[T]]) -> None:
         group = self._groups[signature]
         self._count += len(items) - len(group.items)
         if items:

@@ -24,6 +24,23 @@ from redis_infer_protocol.codec import Status, Timing
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(slots=True)
+class Stats:
+    """The worker's counters, as the health key and ``/readyz`` show them."""
+
+    ok: int = 0
+    errors: int = 0
+    expired: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    rows: int = 0
+    redis_errors: int = 0
+    recovered: int = 0
+    dead_letters_lost: int = 0
+    refused_writes: int = 0  # write retries after a passing refusal (OOM, READONLY...)
+
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 
 
