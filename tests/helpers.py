@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -11,9 +13,11 @@ import numpy as np
 import redis
 
 from redis_infer_protocol.codec import Reply, decode_reply, encode_request
-from worker.testing import WorkerThread, make_affine_model
+from worker.testing import WorkerThread, health_key, make_affine_model, wait_until
 
-__all__ = ["ROOT", "WorkerThread", "collect", "make_affine_model", "rand", "send"]
+__all__ = [
+    "ROOT", "WorkerThread", "collect", "make_affine_model", "rand", "send", "stop_process", "wait_processes_ready",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,3 +51,27 @@ def collect(
 
 def rand(*shape: int, seed: int | None = None) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+    """Send ``sig`` to a process started outside ``worker.testing``; SIGKILL after ``timeout_s``. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def wait_processes_ready(
+    client: redis.Redis, stream: str, consumers: list[str], procs: list[subprocess.Popen[Any]], timeout_s: float = 60
+) -> None:
+    """Wait until each consumer's health hash says ready, failing at once if one of ``procs`` exited."""
+
+    def ready() -> bool:
+        exited = [p.returncode for p in procs if p.poll() is not None]
+        assert not exited, f"a worker exited with {exited} before it was ready"
+        return all(client.hget(health_key(stream, c), "status") == b"ready" for c in consumers)
+
+    wait_until(ready, timeout_s=timeout_s, what=f"{consumers} ready")

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from redis_infer_protocol import keys
-from tests.helpers import ROOT, stop_process, wait_ready
+from tests.helpers import ROOT, stop_process, wait_processes_ready
 from worker.__main__ import _overrides, build_parser, main
 from worker.config import load_settings, redact_url, setting_fields
 from worker.errors import ConfigError
@@ -196,9 +196,9 @@ def test_embedded_redis_on_request_prints_the_client_url(real_model: Path) -> No
         line = _wait_for_line(proc, "REDIS_INFER_URL=")
         url = line.split("REDIS_INFER_URL=", 1)[1].strip()
         client = redis.Redis.from_url(url)
-        wait_ready(client, keys.DEFAULT_STREAM, ["solo"], [proc])  # type: ignore[list-item]
+        wait_processes_ready(client, keys.DEFAULT_STREAM, ["solo"], [proc])
         client.close()
-        assert stop_process(proc) == 0  # type: ignore[arg-type]
+        assert stop_process(proc) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -220,8 +220,8 @@ def test_old_redis_is_warned_about_loudly(real_model: Path, old: bool) -> None:
         assert (major < 7) == old, f"redis-server {major} is not the version this case needs"
         proc = _spawn(["--model", str(real_model), "--consumer", "v"], WORKER_REDIS__URL=server.url)
         try:
-            wait_ready(client, keys.DEFAULT_STREAM, ["v"], [proc])  # type: ignore[list-item]
-            assert stop_process(proc) == 0  # type: ignore[arg-type]
+            wait_processes_ready(client, keys.DEFAULT_STREAM, ["v"], [proc])
+            assert stop_process(proc) == 0
             assert proc.stdout is not None
             log = proc.stdout.read()
         finally:

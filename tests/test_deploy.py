@@ -216,7 +216,7 @@ def test_procfile_workers_share_one_redis_and_serve(redis_url: str, redis_client
         image = np.zeros((1, 3, 224, 224), dtype=np.float32)
         send(redis_client, real_model.stem, {"x": image}, request_id="procfile")
         assert collect(redis_client, 1)["procfile"].status == "OK"
-        stop_process(proc, signal.SIGTERM)  # type: ignore[arg-type]  # honcho passes SIGTERM on and exits 143
+        stop_process(proc, signal.SIGTERM)  # honcho passes SIGTERM on and exits 143
         # each worker drained and cleared its heartbeat: a clean stop, not a kill
         assert list(redis_client.scan_iter(match=keys.health_pattern(keys.DEFAULT_STREAM))) == []
     finally:
