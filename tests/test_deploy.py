@@ -92,8 +92,8 @@ def test_every_worker_variable_is_a_setting() -> None:
         names.update({e["name"]: "" for e in container.get("env", [])})
     for cm in _by_kind("ConfigMap").values():
         names.update(cm["data"])
-    compose = _docs(DEPLOY / "compose.yaml")[0]
-    names.update(compose["services"]["worker"]["environment"])
+    for compose_file in ("compose.yaml", "compose.tls.yaml"):
+        names.update(_docs(DEPLOY / compose_file)[0]["services"]["worker"]["environment"])
     assert any(n.startswith("WORKER_") for n in names)
     assert unknown_variables(names) == []
 
