@@ -44,7 +44,9 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the
 
 
 @pytest.fixture(scope="module")
-def results(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, object]]]:
+def results(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, dict[str, object]]]:
     """Runs every scenario once against one worker; maps scenario name to its result line."""
     model = make_affine_model(tmp_path_factory.mktemp("conformance") / "affine.onnx")
     url = urlparse(redis_server.url)
