@@ -37,6 +37,7 @@ SCENARIOS = [
     "client_timeout",
     "busy",
     "hostile_then_serves",
+    "unreadable_id_answered_under_entry_id",
     "close_deletes_reply_stream",
 ]
 
