@@ -26,7 +26,7 @@ test: venv model test-clients
 
 # The Node client's own tests (golden vectors byte for byte, msgpack edge cases); .ci/run installs node when missing.
 test-clients:
-	@if command -v node >/dev/null; then node --test clients/node/test/; else echo "node not found: Node client tests not run"; fi
+	@if command -v node >/dev/null; then node --test --test-reporter=dot clients/node/test/; else echo "node not found: Node client tests not run"; fi
 
 lint: venv
 	$(VENV)/bin/ruff check worker producer redis_infer_protocol tests demo benchmarks

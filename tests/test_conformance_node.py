@@ -37,7 +37,6 @@ SCENARIOS = [
     "client_timeout",
     "busy",
     "hostile_then_serves",
-    "unreadable_id_answered_under_entry_id",
     "close_deletes_reply_stream",
 ]
 

@@ -122,8 +122,6 @@ class Intake:
             rows, signature = self._check(request)
         except CodecError as exc:
             request_id, reply_to = self.envelope(fields)
-            if request_id is None and reply_to is not None:
-                request_id = entry_id  # an unreadable id is answered under the entry id (protocol §9)
             return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
         deadline_ns = self._deadline_ns(request, timing.enqueued_ns)
         return WorkItem(entry_id, request, rows, signature, timing, deadline_ns, fields)

@@ -110,26 +110,6 @@ const scenarios = {
     for (const [i, b] of bodies.entries()) await expectError(c.submitEncoded(`h${i}`, b), Malformed);
     await scenarios.ok(c);
   },
-  async unreadable_id_answered_under_entry_id(c) {
-    // An empty id with a valid reply_to: the worker answers MALFORMED with the entry id as the reply's id.
-    const raw = await RedisConnection.connect({ host, port });
-    const replyTo = `infer:reply:conformance-${process.pid}`;
-    try {
-      const body = encode({ model: 'affine', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: new Uint8Array(4) }] });
-      const entryId = new TextDecoder().decode(await raw.command('XADD', stream, '*', 'v', '1', 'id', '', 'reply_to', replyTo, 'body', body));
-      const res = await raw.command('XREAD', 'BLOCK', '10000', 'STREAMS', replyTo, '0-0');
-      if (!res) throw new Error('no reply within 10 s');
-      const f = res[0][1][0][1].map((b) => new TextDecoder().decode(b));
-      const fields = Object.fromEntries(f.flatMap((_, i) => (i % 2 ? [] : [[f[i], f[i + 1]]])));
-      if (fields.id !== entryId) throw new Error(`reply id ${fields.id}, entry id ${entryId}`);
-      const reply = res[0][1][0][1];
-      const decoded = (await import('../src/msgpack.js')).decode(reply[reply.findIndex((b, i) => i % 2 === 0 && new TextDecoder().decode(b) === 'body') + 1]);
-      if (decoded.status !== 'MALFORMED') throw new Error(`status ${decoded.status}`);
-      await raw.command('DEL', replyTo);
-    } finally {
-      raw.close();
-    }
-  },
   async close_deletes_reply_stream(c) {
     const other = await InferClient.connect({ host, port, stream });
     await other.infer({ model: 'affine', inputs: [x(1)] });
