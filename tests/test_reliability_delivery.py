@@ -17,6 +17,7 @@ from redis_infer_protocol.codec import CodecError, Status, decode_reply, decode_
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.errors import RedisUnavailable
 from worker.intake import Intake, entry_time_ns
+from worker.testing import wait_until
 from worker.transport import DeadLetterPolicy, Outcome, OutgoingReply, Transport
 
 pytestmark = pytest.mark.integration
@@ -34,12 +35,7 @@ def affine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+    wait_until(predicate, timeout_s=timeout_s)
 
 
 def pending(client: redis.Redis) -> int:

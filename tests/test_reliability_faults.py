@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.embedded import EmbeddedRedis, free_port
 from worker.service import Worker
+from worker.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,7 @@ def server() -> Iterator[EmbeddedRedis]:
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+    wait_until(predicate, timeout_s=timeout_s)
 
 
 def readyz(worker: Worker) -> int:
