@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from producer.bench_cli import add_parser as add_bench_parser
 from producer.client import Client
 from producer.core import DEFAULT_STREAM, DEFAULT_URL
+from producer.discovery import add_parser as add_models_parser
 from producer.dlq import add_parser as add_dlq_parser
 from producer.errors import InferTimeout, InvalidInput, ServerError
 from producer.monitor import add_parser as add_status_parser
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands, _add_connection_args)
     add_status_parser(commands, _add_connection_args)
     add_dlq_parser(commands, _add_connection_args)
+    add_models_parser(commands, _add_connection_args)  # issue 13: discovery
     return parser
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
+from producer import discovery
 from producer.backpressure import OnBusy
 from producer.core import (
     DEFAULT_REPLY_PREFIX,
@@ -51,7 +52,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
     Args:
         url: Redis URL, used when ``redis`` is not given.
         model: Name of the model every request of this client asks for.
-        stream: The request stream the workers read.
+        stream: The request stream the workers read; None: the model's own, ``keys.model_stream(model, model_version)``.
         model_version: Model version to ask for; None lets the worker choose.
         default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
         reply_prefix: Prefix of the reply stream's key.
@@ -76,7 +77,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
         url: str = DEFAULT_URL,
         *,
         model: str,
-        stream: str = DEFAULT_STREAM,
+        stream: str | None = DEFAULT_STREAM,
         model_version: str | None = None,
         default_timeout_s: float | None = 30.0,
         reply_prefix: str = DEFAULT_REPLY_PREFIX,
@@ -88,7 +89,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
     ) -> None:
         config = ClientConfig(
             model=model,
-            stream=stream,
+            stream=discovery.route(model, stream, model_version),  # None: the model's own stream (issue 13)
             model_version=model_version,
             default_timeout_s=default_timeout_s,
             reply_prefix=reply_prefix,
@@ -101,6 +102,16 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
         self._stop = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
+
+    # -------------------------------------------------------------------------------- discovery
+
+    async def models(self, *, live_only: bool = True) -> list[discovery.ModelMetadata]:
+        """The served models (see :mod:`producer.discovery`)."""
+        return await discovery.models_async(self._redis, live_only=live_only)
+
+    async def metadata(self, model: str | None = None, version: str | None = None) -> discovery.ModelMetadata:
+        """One served model's metadata (default: this client's model). Raises ModelNotFound if none serves it."""
+        return discovery.pick(await self.models(), model or self.model, version)
 
     # --------------------------------------------------------------------------------- requests
 
