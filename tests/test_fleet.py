@@ -26,9 +26,9 @@ from worker.hooks import Hook
 
 class Sleepy(Hook):
     def preprocess(self, batch):
-        time.sleep(%r)
+        time.sleep(SLOW_S)
         return batch
-""" % (SLOW_S,)
+""".replace("SLOW_S", repr(SLOW_S))
 
 
 @pytest.fixture
