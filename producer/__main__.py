@@ -34,7 +34,7 @@ from producer.discovery import add_parser as add_models_parser
 from producer.dlq import add_parser as add_dlq_parser
 from producer.errors import InferTimeout, InvalidInput, ServerError
 from producer.monitor import add_parser as add_status_parser
-from redis_infer_protocol.codec import TIMING_FIELDS, Reply, Timing
+from redis_infer_protocol.codec import OPTIONAL_TIMING_FIELDS, TIMING_FIELDS, Reply, Timing
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -195,7 +195,7 @@ def timing_ms(timing: Timing) -> dict[str, float]:
         return {}
     return {
         name.removesuffix("_ns"): (getattr(timing, name) - base) / 1e6
-        for name in TIMING_FIELDS[1:]
+        for name in TIMING_FIELDS[1:] + OPTIONAL_TIMING_FIELDS  # the optional ones: a model's hook stages
         if getattr(timing, name)
     }
 

@@ -83,7 +83,7 @@ def test_two_processes_serve_two_models_routed_by_name_and_discovered(
 
         assert asyncio.run(read()) == sorted(served.values(), key=lambda m: m.name)
 
-        two_processes["orientation"].stop()  # drains, deletes its health key: no longer listed
+        assert two_processes["orientation"].stop() == 0  # drains, deletes its health key: no longer listed
         wait_until(lambda: [m.name for m in raw.models()] == ["orientation-u8"], what="stopped model unlisted")
         with pytest.raises(ModelNotFound, match="'orientation' is not served by any live worker"):
             raw.metadata()

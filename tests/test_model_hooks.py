@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from producer import Client, Reply, ServerError, Status
+from producer.__main__ import timing_ms
 from redis_infer_protocol import keys
 from tests.fleet_helpers import FleetThread, write_model
 from tests.helpers import make_affine_model
@@ -110,6 +111,8 @@ def test_a_slow_hook_shows_as_its_own_stage_in_the_timing_trace(repository: Path
     assert preprocess_s >= 0.3  # the hook slept 0.3 s: charged to preprocess, not to the model
     assert model_s < preprocess_s
     assert (fast.timing.preprocess_end_ns - fast.timing.compute_start_ns) / 1e9 < 0.3
+    shown = timing_ms(slow.timing)  # the CLI's `infer` shows the hook stages too
+    assert shown["postprocess_start"] - shown["preprocess_end"] < shown["preprocess_end"] - shown["compute_start"]
 
 
 class _Declared(Hook):
