@@ -101,3 +101,31 @@ def test_model_settings_give_each_model_its_own_stream_batching_and_slots(tmp_pa
     slow = load_repository(_repo(tmp_path / "s", m=GOOD + "[batching]\nmax_delay_ms = 5000\n"))[0]
     with pytest.raises(ConfigError, match=r"model 'm': batching.max_delay_ms \(5000.0\)"):
         model_settings(base, slow, first=True)
+
+
+def test_warmup_runs_fixed_shapes_and_names_the_model_and_field_otherwise(tmp_path: Path, real_model: Path) -> None:
+    from tests.helpers import make_affine_model
+    from worker.repository import load_model
+
+    root = tmp_path / "repo"
+    write_model(root, "real", f'file = "{real_model}"\n[warmup]\nbatch_sizes = [1, 2]\n')
+    write_model(root, "affine", 'file = "a.onnx"\n[warmup]\nbatch_sizes = [1]\n')
+    make_affine_model(root / "affine" / "a.onnx")
+    base = load_settings(check_env=False)
+    affine, real = load_repository(root)
+    engine = load_model(real, model_settings(base, real, first=True))
+    engine.close()
+    with pytest.raises(ConfigError, match=r"model 'affine': warmup.batch_sizes: input 'x' has shape \[-1, -1\]"):
+        load_model(affine, model_settings(base, affine, first=True))
+
+
+def test_run_refuses_models_without_a_repository_and_a_missing_repository(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.__main__ import main
+
+    assert main(["run", "--models", "a", "--redis-url", "redis://127.0.0.1:1"]) == 2
+    assert "--models selects models of a repository" in caplog.text
+    missing = tmp_path / "nope"
+    assert main(["run", "--model-repository", str(missing), "--redis-url", "redis://127.0.0.1:1"]) == 2
+    assert f"model repository {missing} is not a folder" in caplog.text
