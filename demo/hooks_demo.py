@@ -7,8 +7,9 @@ hook (demo/hook.py) that returns the orientation label and score:
 - ``orientation-u8``: uint8 pixels ``[1,224,224,3]``, resized and cropped (150 KB, 4x fewer);
 - ``orientation-png``: the whole page as PNG bytes; the worker decodes, resizes, crops, normalises.
 
-Prints, for each, the bytes of one request entry in Redis, the throughput and the predictions (which must
-agree with the page's rotation). Exit code 1 if a prediction is wrong or a request failed.
+Prints, for each, the bytes of one request entry in Redis, the throughput (median of interleaved
+rounds, float32 the baseline of the same run) and the predictions (which must agree with the page's
+rotation). Exit code 1 if a prediction is wrong or a request failed.
 """
 
 from __future__ import annotations
@@ -86,13 +87,15 @@ def _cycle(inputs: Mapping[int, Mapping[str, np.ndarray]], count: int) -> Iterat
         yield degrees, inputs[degrees]
 
 
-def measure(url: str, model: str, inputs: Mapping[int, Mapping[str, np.ndarray]], args: Any) -> dict[str, Any]:
-    """Send ``args.requests`` requests to ``model``; bytes per request, throughput, predictions."""
+def measure(
+    url: str, model: str, inputs: Mapping[int, Mapping[str, np.ndarray]], count: int, args: Any
+) -> dict[str, Any]:
+    """Send ``count`` requests to ``model``; bytes per request, throughput, predictions."""
     from producer import Client
 
     with Client(url, model=model, stream=None, model_version="1") as client:
         run_load(client, _cycle(inputs, 4), concurrency=4, timeout_s=args.timeout)  # warm-up
-        result = run_load(client, _cycle(inputs, args.requests), concurrency=args.concurrency, timeout_s=args.timeout)
+        result = run_load(client, _cycle(inputs, count), concurrency=args.concurrency, timeout_s=args.timeout)
     wrong = [s for s in result.ok if s.reply.outputs["label"][0, 0].decode() != str(s.label)]
     return {
         "model": model,
@@ -103,6 +106,27 @@ def measure(url: str, model: str, inputs: Mapping[int, Mapping[str, np.ndarray]]
         "throughput_rps": len(result.ok) / result.elapsed_s if result.elapsed_s else 0.0,
         "p50_ms": float(np.percentile([s.latency_s for s in result.ok], 50) * 1000) if result.ok else None,
     }
+
+
+def measure_rounds(url: str, inputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]], args: Any) -> list[Any]:
+    """The three ways in turn, ``args.rounds`` times (a noisy machine drifts: interleaving shares the drift);
+    per way the median throughput and p50 over the rounds, the failures and wrong labels summed."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in WAYS}
+    count = max(4, args.requests // args.rounds)
+    for _ in range(args.rounds):
+        for name in WAYS:
+            runs[name].append(measure(url, name, inputs[name], count, args))
+    rows = []
+    for done in runs.values():
+        row = dict(done[0])
+        row.update(
+            requests=sum(r["requests"] for r in done), failed=sum(r["failed"] for r in done),
+            wrong=sum(r["wrong"] for r in done), rounds=len(done),
+            throughput_rps=float(np.median([r["throughput_rps"] for r in done])),
+            p50_ms=float(np.median([r["p50_ms"] or 0.0 for r in done])),
+        )  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             for name in WAYS:
                 wait_ready(url, [worker], stream=keys.model_stream(name, "1"), timeout_s=args.ready_timeout)
-            rows = [measure(url, name, inputs[name], args) for name in WAYS]
+            rows = measure_rounds(url, inputs, args)
         finally:
             code = worker.stop()
     report(rows)
@@ -139,7 +163,8 @@ def report(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo hooks", description=__doc__.split("\n\n")[0])
-    p.add_argument("--requests", type=int, default=200, help="requests per way (default 200)")
+    p.add_argument("--requests", type=int, default=240, help="requests per way (default 240)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three ways (default 3)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most (default 16)")
     p.add_argument("--batch", type=int, default=8, help="max batch size (default 8)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")

@@ -49,3 +49,20 @@ def test_uint8_and_png_give_the_float32_predictions(real_model: Path, redis_url:
     assert hooks_demo.entry_bytes("orientation-u8", hooks_demo.page_inputs(0)["orientation-u8"][0]) < (
         hooks_demo.entry_bytes("orientation-f32", hooks_demo.page_inputs(0)["orientation-f32"][0]) / 3.9
     )
+
+
+def test_python_m_demo_hooks_prints_bytes_and_throughput(
+    real_model: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from demo.__main__ import main
+
+    out = tmp_path / "hooks.json"
+    argv = ["hooks", "--url", redis_url, "--model", str(real_model), "--requests", "8", "--rounds", "1"]
+    assert main([*argv, "--json-out", str(out)]) == 0
+    assert "bytes/request" in capsys.readouterr().out
+    import json
+
+    rows = {r["model"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == set(hooks_demo.WAYS)
+    assert all(r["failed"] == r["wrong"] == 0 and r["throughput_rps"] > 0 for r in rows.values())
+    assert rows["orientation-u8"]["bytes_per_request"] * 3.9 < rows["orientation-f32"]["bytes_per_request"]
