@@ -12,6 +12,7 @@ import pytest
 from producer import Client, Reply, Status
 from tests.fleet_helpers import FleetThread, write_model
 from tests.helpers import make_affine_model
+from worker.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +78,37 @@ def test_a_burst_on_one_model_does_not_starve_another_served_by_the_same_process
     # on the event loop), and the burst must still be running when the fast requests are all answered.
     assert fast_latency_s < SLOW_S, f"fast model took {fast_latency_s:.2f}s behind the slow burst"
     assert slow_answered_then < BURST / 2, f"{slow_answered_then} of {BURST} slow requests answered first"
+
+
+FATAL_HOOK = """
+from worker.errors import EngineError
+from worker.hooks import Hook
+
+class Doomed(Hook):
+    def preprocess(self, batch):
+        if (batch["x"] == 666).any():
+            raise EngineError("device lost", fatal=True)
+        return batch
+"""
+
+
+def test_a_fatal_error_in_one_model_stops_every_model_of_the_process(tmp_path: Path, redis_url: str) -> None:
+    from worker.errors import EngineError
+    from worker.service import Worker
+
+    root = tmp_path / "repo"
+    doomed = write_model(root, "doomed", 'file = "m.onnx"\n[hook]\nclass = "hook.py:Doomed"\n', FATAL_HOOK)
+    other = write_model(root, "other", 'file = "m.onnx"\n')
+    make_affine_model(doomed / "m.onnx")
+    make_affine_model(other / "m.onnx")
+    fleet = FleetThread(redis_url, root).start()
+    try:
+        with Client(redis_url, model="doomed", stream=None) as client:
+            assert client.infer({"x": np.ones((1, 2), np.float32)}, timeout=30)["s"].tolist() == [2.0]
+            client.submit({"x": np.full((1, 2), 666, np.float32)}, timeout=30)
+            assert fleet.fleet is not None
+            workers: list[Worker] = list(fleet.fleet.workers.values())
+            wait_until(lambda: all(w.stopping for w in workers), what="every model's worker stopping")
+    finally:
+        with pytest.raises(EngineError, match="device lost"):
+            fleet.stop()

@@ -107,6 +107,8 @@ class HookedEngine:
             result = method(arrays)
         except HookInputError as exc:
             raise HookRejected(f"{stage}: {exc}") from exc
+        except EngineError:  # a hook may declare the device lost: EngineError(..., fatal=True) stops the worker
+            raise
         except Exception as exc:
             raise EngineError(f"hook {stage} failed: {type(exc).__name__}: {exc}") from exc
         if not isinstance(result, Mapping):
