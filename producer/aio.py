@@ -42,7 +42,7 @@ from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger(__name__)
 
 
-class AsyncClient(ClientShell[asyncio.Future[Reply]]):
+class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):  # issue 13: models(), metadata()
     """An asyncio client for the inference worker; use it from one event loop.
 
     Each instance owns a private reply stream read by a background task, started by the first
@@ -52,7 +52,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
     Args:
         url: Redis URL, used when ``redis`` is not given.
         model: Name of the model every request of this client asks for.
-        stream: The request stream the workers read; None: the model's own, ``keys.model_stream(model, model_version)``.
+        stream: The request stream the workers read; None: the model's own (``keys.model_stream``).
         model_version: Model version to ask for; None lets the worker choose.
         default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
         reply_prefix: Prefix of the reply stream's key.
@@ -102,16 +102,6 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
         self._stop = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
-
-    # -------------------------------------------------------------------------------- discovery
-
-    async def models(self, *, live_only: bool = True) -> list[discovery.ModelMetadata]:
-        """The served models (see :mod:`producer.discovery`)."""
-        return await discovery.models_async(self._redis, live_only=live_only)
-
-    async def metadata(self, model: str | None = None, version: str | None = None) -> discovery.ModelMetadata:
-        """One served model's metadata (default: this client's model). Raises ModelNotFound if none serves it."""
-        return discovery.pick(await self.models(), model or self.model, version)
 
     # --------------------------------------------------------------------------------- requests
 

@@ -45,7 +45,7 @@ from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger(__name__)
 
 
-class Client(ClientShell[Future[Reply]]):
+class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: models(), metadata()
     """A blocking client for the inference worker, safe to share between threads.
 
     Each instance owns a private reply stream (``reply_prefix`` + a random hex id) that a background
@@ -58,7 +58,7 @@ class Client(ClientShell[Future[Reply]]):
     Args:
         url: Redis URL, used when ``redis`` is not given.
         model: Name of the model every request of this client asks for.
-        stream: The request stream the workers read; None: the model's own, ``keys.model_stream(model, model_version)``.
+        stream: The request stream the workers read; None: the model's own (``keys.model_stream``).
         model_version: Model version to ask for; None lets the worker choose.
         default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
         reply_prefix: Prefix of the reply stream's key.
@@ -112,16 +112,6 @@ class Client(ClientShell[Future[Reply]]):
             target=self._listen, name=f"redis-infer-replies-{self._core.reply_key[-8:]}", daemon=True
         )
         self._listener.start()
-
-    # -------------------------------------------------------------------------------- discovery
-
-    def models(self, *, live_only: bool = True) -> list[discovery.ModelMetadata]:
-        """The served models (see :mod:`producer.discovery`)."""
-        return discovery.models_sync(self._redis, live_only=live_only)
-
-    def metadata(self, model: str | None = None, version: str | None = None) -> discovery.ModelMetadata:
-        """One served model's metadata (default: this client's model). Raises ModelNotFound if none serves it."""
-        return discovery.pick(self.models(), model or self.model, version)
 
     # --------------------------------------------------------------------------------- requests
 

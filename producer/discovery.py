@@ -23,7 +23,9 @@ from redis_infer_protocol.codec import Status
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AsyncDiscovery",
     "ModelMetadata",
+    "SyncDiscovery",
     "TensorMetadata",
     "add_parser",
     "models_async",
@@ -157,6 +159,50 @@ async def models_async(redis: Any, *, live_only: bool = True) -> list[ModelMetad
         if found.workers or not live_only:
             result.append(found)
     return result
+
+
+class SyncDiscovery:
+    """``models()`` and ``metadata()`` of :class:`producer.Client` (a mixin: it reads through the client's Redis)."""
+
+    _redis: Any
+
+    @property
+    def model(self) -> str:
+        raise NotImplementedError
+
+    def models(self, *, live_only: bool = True) -> list[ModelMetadata]:
+        """The served model versions, with the consumer names of their live workers.
+
+        Args:
+            live_only: leave out models no live worker serves (no health key of their stream).
+        """
+        return models_sync(self._redis, live_only=live_only)
+
+    def metadata(self, model: str | None = None, version: str | None = None) -> ModelMetadata:
+        """One served model's metadata (default: this client's model).
+
+        Raises:
+            ModelNotFound: no live worker serves it, or several versions do and none was named.
+        """
+        return pick(self.models(), model or self.model, version)
+
+
+class AsyncDiscovery:
+    """``models()`` and ``metadata()`` of :class:`producer.AsyncClient`."""
+
+    _redis: Any
+
+    @property
+    def model(self) -> str:
+        raise NotImplementedError
+
+    async def models(self, *, live_only: bool = True) -> list[ModelMetadata]:
+        """As :meth:`SyncDiscovery.models`."""
+        return await models_async(self._redis, live_only=live_only)
+
+    async def metadata(self, model: str | None = None, version: str | None = None) -> ModelMetadata:
+        """As :meth:`SyncDiscovery.metadata`."""
+        return pick(await self.models(), model or self.model, version)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
