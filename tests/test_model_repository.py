@@ -129,3 +129,20 @@ def test_run_refuses_models_without_a_repository_and_a_missing_repository(
     missing = tmp_path / "nope"
     assert main(["run", "--model-repository", str(missing), "--redis-url", "redis://127.0.0.1:1"]) == 2
     assert f"model repository {missing} is not a folder" in caplog.text
+
+
+def test_hooks_load_from_a_module_a_file_or_the_folders_hook_py(tmp_path: Path) -> None:
+    from worker.hooks import load_hook
+
+    (tmp_path / "hook.py").write_text("class Mine:\n    pass\n", encoding="utf-8")
+    assert type(load_hook("Mine", tmp_path)).__name__ == "Mine"
+    assert type(load_hook("hook.py:Mine", tmp_path)).__name__ == "Mine"
+    assert type(load_hook("demo.hook:UInt8Pixels")).__name__ == "UInt8Pixels"
+    for ref, message in [
+        ("Mine", "must be 'module:Class'"),  # no folder: no hook.py to look in
+        ("hook.py:Nope", "has no class 'Nope'"),
+        ("no_such_module_xyz:Hook", "cannot import no_such_module_xyz: ModuleNotFoundError"),
+        ("other.py:Hook", "other.py does not exist"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_hook(ref, None if ref == "Mine" else tmp_path)

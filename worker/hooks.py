@@ -70,14 +70,17 @@ class Hook:
 
 
 def load_hook(ref: str, folder: Path | None = None) -> Any:
-    """Instantiate a hook class from ``module:Class`` or ``file.py:Class`` (a file relative to ``folder``).
+    """Instantiate a hook class from ``module:Class``, ``file.py:Class`` (a file relative to ``folder``), or a
+    bare ``Class`` of the ``hook.py`` in ``folder``.
 
     Raises:
         ConfigError: the reference is malformed, or the module or class cannot be loaded.
     """
+    if ":" not in ref and folder is not None and (folder / "hook.py").is_file():
+        ref = f"hook.py:{ref}"
     target, sep, class_name = ref.partition(":")
     if not sep or not target or not class_name:
-        raise ConfigError(f"hook {ref!r} must be 'module:Class' or 'hook.py:Class'")
+        raise ConfigError(f"hook {ref!r} must be 'module:Class', 'hook.py:Class' or 'Class' (with a hook.py)")
     try:
         if target.endswith(".py"):
             module = _load_file(Path(target) if folder is None else folder / target)

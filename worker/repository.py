@@ -46,7 +46,7 @@ CONFIG_FILE = "config.toml"
 class HookConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    class_: str = Field(alias="class", min_length=3, description="'module:Class' or 'hook.py:Class' (in the folder).")
+    class_: str = Field(alias="class", min_length=1, description="'module:Class', or 'Class' of the folder's hook.py.")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the hook's setup(model, options).")
 
 
