@@ -18,6 +18,10 @@ batch). Undeclared, they are the model's own. The worker wraps the engine in
         def postprocess(self, outputs):  # the model's {"fetch_name_0": [N,4]} -> {"label": ..., "score": ...}
             ...
 
+One hook instance serves all of a model's execution slots: with ``instances`` > 1 its methods run in
+several threads at once, so keep per-call state in locals. They run in a thread pool, never on the event
+loop: numpy, Pillow and ONNX Runtime release the GIL for the heavy parts.
+
 Errors: raise :class:`HookInputError` for a request the hook cannot take: that request (isolated by the
 worker's bisection of the batch) is answered INVALID_ARGUMENT. Any other exception answers INTERNAL. The
 worker keeps serving either way.
