@@ -22,6 +22,7 @@ __all__ = [
     "health_pattern",
     "limits_key",
     "model_stream",
+    "result_stream",
     "stream_keys",
 ]
 
@@ -102,3 +103,20 @@ def model_stream(model: str, version: str | None = None, prefix: str = MODEL_STR
         raise ValueError(f"model version {version!r} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit")
     stream = f"{prefix}{{{model}}}"
     return stream if version is None else f"{stream}:{version}"
+
+
+RESULT_INFIX: Final = "result:"
+_RESULT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def result_stream(request_id: str, reply_prefix: str = DEFAULT_REPLY_PREFIX) -> str:
+    """The reply stream of one request whose result is kept to be fetched later by its id:
+    ``infer:reply:result:<id>``. An ordinary reply stream (the worker caps it and sets its TTL), named
+    after the request so that any process that knows the id can read it.
+
+    Raises:
+        ValueError: the id is not 1-128 of ``[A-Za-z0-9._-]``.
+    """
+    if not isinstance(request_id, str) or not _RESULT_ID.fullmatch(request_id):
+        raise ValueError(f"request id {request_id!r} must be 1-128 of [A-Za-z0-9._-] to name a result stream")
+    return f"{reply_prefix}{RESULT_INFIX}{request_id}"
