@@ -39,6 +39,7 @@ check: lint typecheck test
 
 demo: venv model
 	$(PY) -m demo
+	$(PY) -m demo hooks
 
 # make bench: the whole suite (Redis ceiling, featureless loop, this project with 1/2/4 workers, arq if installed,
 # the real model against ONNX Runtime alone) into bench-results/; BENCH_ARGS=--quick for a ~2-minute run.

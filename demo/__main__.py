@@ -189,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["hooks"]:  # issue 13: the same pages sent as float32, uint8 and PNG to hooked models
+        from demo.hooks_demo import main as hooks_main
+
+        return hooks_main(given[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     interrupt_on_signals()

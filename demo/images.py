@@ -77,18 +77,26 @@ def rotate(image: Image.Image, degrees_cw: int) -> Image.Image:
     return image.copy() if method is None else image.transpose(method)
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
-    """Model input for one image: float32 ``[3, 224, 224]`` (CHW), ImageNet-normalised."""
+def crop(image: Image.Image) -> np.ndarray:
+    """One image resized (short side 256) and centre-cropped: uint8 ``[224, 224, 3]`` (HWC, RGB)."""
     image = image.convert("RGB")
     width, height = image.size
     scale = RESIZE_SHORT / min(width, height)
     image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.LANCZOS)
     width, height = image.size
     left, top = (width - CROP) // 2, (height - CROP) // 2
-    image = image.crop((left, top, left + CROP, top + CROP))
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    pixels = (pixels - MEAN) / STD
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
+    return np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """uint8 HWC pixels (``[..., 224, 224, 3]``, a batch or one image) -> float32 CHW, ImageNet-normalised."""
+    scaled = (pixels.astype(np.float32) / np.float32(255.0) - MEAN) / STD
+    return np.ascontiguousarray(np.moveaxis(scaled, -1, -3), dtype=np.float32)
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """Model input for one image: float32 ``[3, 224, 224]`` (CHW), ImageNet-normalised."""
+    return normalize(crop(image))
 
 
 def rotated_inputs(seed: int = 0) -> dict[int, np.ndarray]:

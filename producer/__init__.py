@@ -10,6 +10,7 @@ from __future__ import annotations
 from producer.aio import AsyncClient
 from producer.client import Client
 from producer.core import ClientStats
+from producer.discovery import ModelMetadata, TensorMetadata
 from producer.errors import (
     Busy,
     ClientClosed,
@@ -35,10 +36,12 @@ __all__ = [
     "InferTimeout",
     "InvalidInput",
     "InvalidRequest",
+    "ModelMetadata",
     "ModelNotFound",
     "Reply",
     "ServerError",
     "Status",
+    "TensorMetadata",
     "Timing",
     "error_for",
 ]

@@ -30,10 +30,11 @@ from redis.exceptions import RedisError
 from producer.bench_cli import add_parser as add_bench_parser
 from producer.client import Client
 from producer.core import DEFAULT_STREAM, DEFAULT_URL
+from producer.discovery import add_parser as add_models_parser
 from producer.dlq import add_parser as add_dlq_parser
 from producer.errors import InferTimeout, InvalidInput, ServerError
 from producer.monitor import add_parser as add_status_parser
-from redis_infer_protocol.codec import TIMING_FIELDS, Reply, Timing
+from redis_infer_protocol.codec import OPTIONAL_TIMING_FIELDS, TIMING_FIELDS, Reply, Timing
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands, _add_connection_args)
     add_status_parser(commands, _add_connection_args)
     add_dlq_parser(commands, _add_connection_args)
+    add_models_parser(commands, _add_connection_args)  # issue 13: discovery
     return parser
 
 
@@ -193,7 +195,7 @@ def timing_ms(timing: Timing) -> dict[str, float]:
         return {}
     return {
         name.removesuffix("_ns"): (getattr(timing, name) - base) / 1e6
-        for name in TIMING_FIELDS[1:]
+        for name in TIMING_FIELDS[1:] + OPTIONAL_TIMING_FIELDS  # the optional ones: a model's hook stages
         if getattr(timing, name)
     }
 

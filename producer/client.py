@@ -22,6 +22,7 @@ import numpy as np
 from redis import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
+from producer import discovery
 from producer.backpressure import OnBusy
 from producer.core import (
     DEFAULT_REPLY_PREFIX,
@@ -44,7 +45,7 @@ from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger(__name__)
 
 
-class Client(ClientShell[Future[Reply]]):
+class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: models(), metadata()
     """A blocking client for the inference worker, safe to share between threads.
 
     Each instance owns a private reply stream (``reply_prefix`` + a random hex id) that a background
@@ -57,7 +58,7 @@ class Client(ClientShell[Future[Reply]]):
     Args:
         url: Redis URL, used when ``redis`` is not given.
         model: Name of the model every request of this client asks for.
-        stream: The request stream the workers read.
+        stream: The request stream the workers read; None: the model's own (``keys.model_stream``).
         model_version: Model version to ask for; None lets the worker choose.
         default_timeout_s: Deadline of a request that passes no ``timeout``; None means no deadline.
         reply_prefix: Prefix of the reply stream's key.
@@ -82,7 +83,7 @@ class Client(ClientShell[Future[Reply]]):
         url: str = DEFAULT_URL,
         *,
         model: str,
-        stream: str = DEFAULT_STREAM,
+        stream: str | None = DEFAULT_STREAM,
         model_version: str | None = None,
         default_timeout_s: float | None = 30.0,
         reply_prefix: str = DEFAULT_REPLY_PREFIX,
@@ -94,7 +95,7 @@ class Client(ClientShell[Future[Reply]]):
     ) -> None:
         config = ClientConfig(
             model=model,
-            stream=stream,
+            stream=discovery.route(model, stream, model_version),  # None: the model's own stream (issue 13)
             model_version=model_version,
             default_timeout_s=default_timeout_s,
             reply_prefix=reply_prefix,

@@ -36,6 +36,7 @@ __all__ = [
     "BYTES",
     "DATATYPES",
     "DEFAULT_LIMITS",
+    "OPTIONAL_TIMING_FIELDS",
     "PROTOCOL_VERSION",
     "TIMING_FIELDS",
     "CodecError",
@@ -143,12 +144,18 @@ class Timing:
     compute_start_ns: int = 0
     compute_end_ns: int = 0
     published_ns: int = 0  # the reply was built, just before it is written to Redis
+    # Optional (issue 13): set only by a model with a Python hook; sent only when non-zero.
+    preprocess_end_ns: int = 0  # compute_start_ns .. this: the hook's preprocess
+    postprocess_start_ns: int = 0  # this .. compute_end_ns: the hook's postprocess
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in TIMING_FIELDS}
+        fields = {k: getattr(self, k) for k in TIMING_FIELDS}
+        fields.update({k: getattr(self, k) for k in OPTIONAL_TIMING_FIELDS if getattr(self, k)})
+        return fields
 
 
 TIMING_FIELDS: Final = ("enqueued_ns", "read_ns", "batched_ns", "compute_start_ns", "compute_end_ns", "published_ns")
+OPTIONAL_TIMING_FIELDS: Final = ("preprocess_end_ns", "postprocess_start_ns")
 
 
 @dataclass(slots=True)
@@ -583,7 +590,7 @@ def decode_reply(fields: Mapping[Any, Any], limits: Limits = DEFAULT_LIMITS) -> 
     timing_obj = body.get("timing") or {}
     if not isinstance(timing_obj, dict):
         raise CodecError("reply timing must be a map")
-    timing = Timing(**{k: _int64(timing_obj.get(k, 0), k) for k in TIMING_FIELDS})
+    timing = Timing(**{k: _int64(timing_obj.get(k, 0), k) for k in TIMING_FIELDS + OPTIONAL_TIMING_FIELDS})
     error = body.get("error")
     model = body.get("model")
     worker = body.get("worker")

@@ -50,8 +50,15 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(**_overrides(args))
     logging.getLogger().setLevel(settings.log_level)
-    if settings.model.path is None:
-        raise ConfigError("no model: set WORKER_MODEL__PATH or pass --model")
+    entries = None
+    if settings.model_repository is not None:  # issue 13: several models (worker/repository.py, worker/fleet.py)
+        from worker.repository import load_repository
+
+        entries = load_repository(settings.model_repository, [m for m in (args.models or "").split(",") if m])
+    elif args.models:
+        raise ConfigError("--models selects models of a repository: pass --model-repository too")
+    elif settings.model.path is None:
+        raise ConfigError("no model: set WORKER_MODEL__PATH or pass --model (or --model-repository)")
     if not settings.redis.url and not args.embedded_redis:
         raise ConfigError(
             "no Redis: set WORKER_REDIS__URL or pass --redis-url (or --embedded-redis for a private redis-server, "
@@ -62,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"embedded redis-server: clients use REDIS_INFER_URL={url}", file=sys.stderr, flush=True)
         else:
             log.info("redis: %s", redact_url(url))
-        asyncio.run(_serve_checked(settings, url))
+        asyncio.run(_serve_checked(settings, url, entries))
     return 0
 
 
@@ -85,7 +92,8 @@ async def redis_major_version(settings: Any, url: str) -> int | None:
         await client.aclose()
 
 
-async def _serve_checked(settings: Any, url: str) -> None:
+async def _serve_checked(settings: Any, url: str, entries: Any = None) -> None:
+    from worker.fleet import serve_repository
     from worker.runner import serve
 
     major = await redis_major_version(settings, url)
@@ -95,7 +103,7 @@ async def _serve_checked(settings: Any, url: str) -> None:
             "KEDA's lagCount cannot scale this group; use Redis >= 7 in production",
             major,
         )
-    await serve(settings, url)
+    await (serve(settings, url) if entries is None else serve_repository(settings, url, entries))
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -170,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with no Redis URL: start a private redis-server and print the URL clients should use (trials only)",
     )
+    run.add_argument("--models", metavar="A,B", help="with --model-repository: serve only these models")
     _add_setting_flags(run)
     run.set_defaults(func=_run)
 

@@ -226,6 +226,11 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    model_repository: Path | None = Field(
+        default=None,
+        description="Serve every model of this folder (one sub-folder with a config.toml each; docs/operations.md) "
+        "instead of model.path. --models a,b serves some of them.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -20,6 +20,7 @@ import numpy as np
 from redis_infer_protocol.codec import Status, encode_reply
 from worker.batcher import Batcher, Item
 from worker.engines.base import Engine, ExecutionSlot
+from worker.engines.hooked import mark_hook_stages
 from worker.errors import EngineError
 from worker.intake import Rejection, WorkItem
 from worker.observability import Metrics, Stats
@@ -139,18 +140,21 @@ class Dispatcher:
 
     async def _compute(self, slot: ExecutionSlot, items: list[WorkItem]) -> Computed:
         """Run ``items`` on ``slot``; on failure bisect until the failing requests are isolated."""
+        status = Status.INTERNAL
         try:
             return Computed(await self._run_once(slot, items))
         except EngineError as exc:
             if exc.fatal:
                 raise
             error = str(exc)
+            status = getattr(exc, "status", Status.INTERNAL)  # issue 13: a hook's HookRejected is INVALID_ARGUMENT
         except Exception as exc:  # a bug or an engine raising something unexpected: isolate, don't die
             log.exception("engine raised on a batch of %d", len(items))
             error = f"{type(exc).__name__}: {exc}"
         if len(items) == 1:
             self.stats.errors += 1
-            return Computed([self._error_reply(items[0], Status.INTERNAL, error)], [(items[0], error)])
+            failed = [(items[0], error)] if status == Status.INTERNAL else []  # a refused input is answered only
+            return Computed([self._error_reply(items[0], status, error)], failed)
         mid = len(items) // 2
         left = await self._compute(slot, items[:mid])
         right = await self._compute(slot, items[mid:])
@@ -169,6 +173,7 @@ class Dispatcher:
         start_ns = time.time_ns()
         outputs = await slot.run()
         end_ns = time.time_ns()
+        mark_hook_stages(slot, (item.timing for item in items))  # issue 13: hook stages in the timing trace
         self.stats.batches += 1
         self.stats.rows += rows
         replies = self._split(items, outputs, rows, start_ns, end_ns)

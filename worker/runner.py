@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from worker.config import Settings
 from worker.embedded import EmbeddedRedis
@@ -30,6 +31,58 @@ def redis_url(settings: Settings) -> Iterator[str]:
         yield server.url
 
 
+async def open_worker(settings: Settings, url: str, engine: Engine) -> tuple[Worker, Any]:
+    """Wire one worker: a Redis client and transport for ``settings.stream`` around ``engine``.
+
+    Returns the worker and its Redis client (close it after the worker stopped). On failure the engine
+    and the client are closed.
+    """
+    client = connect(settings.redis, block_ms=settings.streams.block_ms, url=url)
+    transport = Transport(
+        client,
+        stream=settings.stream,
+        group=settings.group,
+        consumer=settings.consumer,
+        dead_letter_stream=settings.dead_letter_stream,
+        reply_maxlen=settings.streams.reply_maxlen,
+        reply_ttl_s=settings.streams.reply_ttl_s,
+    )
+    try:
+        worker = Worker(settings, engine, transport)
+    except BaseException:
+        engine.close()
+        await client.aclose()
+        raise
+    return worker, client
+
+
+@contextlib.contextmanager
+def signals_stop(stop: Callable[[], None], grace_s: float, *, install: bool = True) -> Iterator[None]:
+    """While inside: SIGTERM/SIGINT call ``stop`` (drain); a second signal forces an immediate exit."""
+    loop = asyncio.get_running_loop()
+    count = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            log.info("received %s: draining (grace %.1fs; send again to force exit)",
+                     signal.Signals(signum).name, grace_s)  # fmt: skip
+            stop()
+        else:
+            log.warning("second signal: exiting now; unacknowledged entries stay pending for other workers")
+            os._exit(128 + signum)
+
+    handled = (signal.SIGTERM, signal.SIGINT) if install else ()
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
 async def serve(
     settings: Settings,
     url: str,
@@ -47,48 +100,15 @@ async def serve(
         install_signals: handle SIGTERM/SIGINT (only possible in the main thread).
         on_ready: called with the worker before it starts serving (tests use it to stop the worker).
     """
-    loop = asyncio.get_running_loop()
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
-    client = connect(settings.redis, block_ms=settings.streams.block_ms, url=url)
-    transport = Transport(
-        client,
-        stream=settings.stream,
-        group=settings.group,
-        consumer=settings.consumer,
-        dead_letter_stream=settings.dead_letter_stream,
-        reply_maxlen=settings.streams.reply_maxlen,
-        reply_ttl_s=settings.streams.reply_ttl_s,
-    )
-    try:
-        worker = Worker(settings, engine, transport)
-    except BaseException:
-        engine.close()
-        await client.aclose()
-        raise
-    signals = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            log.info("received %s: draining (grace %.1fs; send again to force exit)",
-                     signal.Signals(signum).name, settings.shutdown_grace_s)  # fmt: skip
-            worker.stop()
-        else:
-            log.warning("second signal: exiting now; unacknowledged entries stay pending for other workers")
-            os._exit(128 + signum)
-
-    handled = (signal.SIGTERM, signal.SIGINT) if install_signals else ()
-    for signum in handled:
-        loop.add_signal_handler(signum, on_signal, signum)
+    worker, client = await open_worker(settings, url, engine)
     if on_ready is not None:
         on_ready(worker)
     try:
-        await worker.run()
+        with signals_stop(worker.stop, settings.shutdown_grace_s, install=install_signals):
+            await worker.run()
     finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
         engine.close()
         await client.aclose()
         log.info("worker %s stopped: %s", settings.consumer, worker.stats)
