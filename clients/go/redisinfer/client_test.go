@@ -72,7 +72,10 @@ func TestRepliesAreMatchedByIDAndDuplicatesDropped(t *testing.T) {
 	}
 	other, _ := c.register("r2", time.Minute)
 	ok := msgpack.Map{{Key: "status", Value: "OK"}, {Key: "worker", Value: "w1"}}
-	c.onReply(map[string][]byte{"wake": []byte("1")})                                  // the client's own entry
+	c.onReply(map[string][]byte{"wake": []byte("1")}) // the client's own entry
+	noV := replyFields(t, "r1", ok)
+	delete(noV, "v")
+	c.onReply(noV)                                                                     // no v: not a reply
 	c.onReply(map[string][]byte{"v": []byte("2"), "id": []byte("r1"), "body": {0x80}}) // another version
 	c.onReply(replyFields(t, "unknown", ok))
 	select {
