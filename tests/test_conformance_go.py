@@ -1,6 +1,7 @@
 """Live conformance of the Go client (clients/go): the driver clients/go/cmd/conformance, built here into a
 temporary directory, runs every scenario of tests/conformance_live.py against a real worker and
-redis-server (the same scenarios as the Node.js client).
+redis-server: the checklist every client passes (the same as the Node.js client's), then the spec rules of
+SPEC_SCENARIOS.
 
 Skipped only when ``go`` is not installed (``.ci/run`` installs it, so CI never skips). The module has no
 dependencies, so the build needs no network: GOPROXY=off makes sure of it.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance_live import SCENARIOS, Results, check_scenario, run_driver
+from tests.conformance_live import SCENARIOS, SPEC_SCENARIOS, Results, check_scenario, run_driver
 from tests.helpers import ROOT
 from worker.embedded import EmbeddedRedis
 
@@ -56,10 +57,10 @@ def results(driver: Path, redis_server: EmbeddedRedis, tmp_path_factory: pytest.
 
 
 def test_every_scenario_ran(results: Results) -> None:
-    assert sorted(results) == sorted(SCENARIOS)
+    assert sorted(results) == sorted(SCENARIOS + SPEC_SCENARIOS)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SCENARIOS + SPEC_SCENARIOS)
 def test_scenario(results: Results, scenario: str) -> None:
     check_scenario(results, scenario)
 

@@ -1,7 +1,8 @@
 // Command conformance drives the Go client through the live conformance scenarios against a real worker
 // serving the affine model (x: FP32 [N, D] -> y = 2x + 1, s = sum(x, axis 1)); the same scenarios as
 // clients/node/conformance/run.js. Usage: conformance <host> <port> <stream>. Prints one JSON line per
-// scenario {"name", "ok", "detail"}; exits 1 if any failed. CONFORMANCE_ONLY=a,b runs only those.
+// scenario {"name", "ok", "detail"}; exits 1 if any failed. CONFORMANCE_ONLY=a,b runs only those. After
+// them come the scenarios of spec.go, rules of the protocol this driver checks beyond the shared checklist.
 package main
 
 import (
@@ -73,7 +74,7 @@ func main() {
 	}
 	failed := 0
 	out := json.NewEncoder(os.Stdout)
-	for _, s := range scenarios {
+	for _, s := range append(scenarios, specScenarios...) {
 		if len(only) > 0 && !only[s.name] {
 			continue
 		}
