@@ -219,3 +219,38 @@ func TestDecodeReplyBodyRefusesWrongTypes(t *testing.T) {
 		t.Fatalf("%+v, %v", r, err)
 	}
 }
+
+func TestTypedAccessorsCheckTheDatatype(t *testing.T) {
+	wrap := func(f interface{}) func(Tensor) (interface{}, error) {
+		return func(x Tensor) (interface{}, error) {
+			out := reflect.ValueOf(f).Call([]reflect.Value{reflect.ValueOf(x)})
+			err, _ := out[1].Interface().(error)
+			return out[0].Interface(), err
+		}
+	}
+	accessors := map[Datatype]func(Tensor) (interface{}, error){
+		FP32: wrap(Tensor.Float32s), FP64: wrap(Tensor.Float64s), FP16: wrap(Tensor.Float16s),
+		INT8: wrap(Tensor.Int8s), INT16: wrap(Tensor.Int16s), INT32: wrap(Tensor.Int32s), INT64: wrap(Tensor.Int64s),
+		UINT8: wrap(Tensor.Uint8s), UINT16: wrap(Tensor.Uint16s), UINT32: wrap(Tensor.Uint32s),
+		UINT64: wrap(Tensor.Uint64s), BOOL: wrap(Tensor.Bools), BYTES: wrap(Tensor.ByteStrings),
+	}
+	values := map[Datatype]interface{}{
+		FP32: []float32{1.5}, FP64: []float64{-2.25}, FP16: []Float16{0x3c00}, INT8: []int8{-8}, INT16: []int16{-16},
+		INT32: []int32{-32}, INT64: []int64{-64}, UINT8: []uint8{8}, UINT16: []uint16{16}, UINT32: []uint32{32},
+		UINT64: []uint64{64}, BOOL: []bool{true}, BYTES: [][]byte{[]byte("b")},
+	}
+	for dt, get := range accessors {
+		tensor := MustTensor("t", []int64{1}, values[dt])
+		got, err := get(tensor)
+		if err != nil || !reflect.DeepEqual(got, values[dt]) {
+			t.Errorf("%s: %#v, %v", dt, got, err)
+		}
+		other := MustTensor("o", []int64{1}, []float64{0})
+		if dt == FP64 {
+			other = MustTensor("o", []int64{1}, []float32{0})
+		}
+		if _, err := get(other); err == nil {
+			t.Errorf("%s accessor accepted a %s tensor", dt, other.Datatype)
+		}
+	}
+}
