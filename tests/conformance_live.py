@@ -49,16 +49,21 @@ Results = dict[str, dict[str, object]]
 
 def run_driver(
     command: Sequence[str], redis_server: EmbeddedRedis, workdir: Path, *, stream: str,
-    env: Mapping[str, str] | None = None, timeout_s: float = 300,
+    env: Mapping[str, str] | None = None, timeout_s: float = 300, worker_url: str | None = None,
+    streams: Mapping[str, object] | None = None,
 ) -> Results:  # fmt: skip
     """Run ``command + [host, port, stream]`` while a worker serves the affine model on ``stream``.
 
     Each language uses its own stream, so that drivers sharing one redis-server do not see each other's
-    entries. Returns the result lines by scenario name; fails if the driver printed none.
+    entries. ``worker_url`` connects the worker otherwise (another ACL user); ``streams`` adds worker
+    settings of that section (``max_backlog``...). Returns the result lines by scenario name; fails if the
+    driver printed none.
     """
     model = make_affine_model(workdir / "affine.onnx")
     url = urlparse(redis_server.url)
-    with WorkerThread(redis_server.url, model, stream=stream, streams={"block_ms": 100}, batch={"max_delay_ms": 20}):
+    settings = {"block_ms": 100, **(streams or {})}
+    with WorkerThread(worker_url or redis_server.url, model, stream=stream, streams=settings,
+                      batch={"max_delay_ms": 20}):  # fmt: skip
         proc = subprocess.run(
             [*command, url.hostname or "127.0.0.1", str(url.port), stream],
             capture_output=True, text=True, timeout=timeout_s, check=False, env=None if env is None else dict(env),

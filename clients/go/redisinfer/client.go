@@ -23,12 +23,19 @@ import (
 	"github.com/redis-infer/redis-infer/clients/go/resp"
 )
 
-// SubmitScript checks the backlog against the workers' max_backlog (the hash <stream>:limits) and adds
-// the request in one step (docs/protocol.md §2.1); nil means BUSY. The Node client uses the same text.
+// SubmitScript is the Python client's backpressure script (producer/backpressure.py ADD_SCRIPT, the same
+// text and so the same SHA1): KEYS[1] the request stream, ARGV[1] the max_backlog the client read,
+// ARGV[2...] the entry's fields and values. It adds the entry unless the backlog (XLEN) is at the limit,
+// and then answers an error starting "BACKLOG" instead (docs/protocol.md §2.1). It touches only the request
+// stream, so the shipped producer ACL (deploy/acl) allows it.
 const SubmitScript = `
-local max = tonumber(redis.call('HGET', KEYS[2], 'max_backlog') or '0') or 0
-if max > 0 and redis.call('XLEN', KEYS[1]) >= max then return false end
-return redis.call('XADD', KEYS[1], '*', 'v', ARGV[4], 'id', ARGV[1], 'reply_to', ARGV[2], 'body', ARGV[3])`
+local max = tonumber(ARGV[1])
+local len = redis.call('XLEN', KEYS[1])
+if max > 0 and len >= max then
+  return redis.error_reply('BACKLOG ' .. KEYS[1] .. ' holds ' .. len .. ' entries, the limit is ' .. max)
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+`
 
 // Config holds the client's settings; the zero value of each field means its default.
 type Config struct {
@@ -64,7 +71,7 @@ type Client struct {
 	cmd     *resp.Conn // commands (the submit script, DEL)
 	reader  *resp.Conn // XREAD BLOCK on the reply stream only
 	replyTo string
-	sha     string
+	limit   limit
 
 	mu      sync.Mutex
 	pending map[string]*Pending // by request id; a reply for an id not here is dropped
@@ -92,15 +99,14 @@ func Dial(ctx context.Context, url string, cfg Config) (*Client, error) {
 		_ = cmd.Close()
 		return nil, err
 	}
-	sha, err := cmd.Do(ctx, "SCRIPT", "LOAD", SubmitScript)
-	if err != nil {
+	if _, err := cmd.Do(ctx, "SCRIPT", "LOAD", SubmitScript); err != nil {
 		_, _ = cmd.Close(), reader.Close()
 		return nil, fmt.Errorf("loading the submit script: %w", err)
 	}
-	shaBytes, _ := sha.([]byte)
 	readCtx, stop := context.WithCancel(context.Background())
 	c := &Client{
-		cfg: cfg, cmd: cmd, reader: reader, replyTo: cfg.ReplyPrefix + randomHex(16), sha: string(shaBytes),
+		cfg: cfg, cmd: cmd, reader: reader, replyTo: cfg.ReplyPrefix + randomHex(16),
+		limit:   limit{key: cfg.Stream + ":limits"},
 		pending: map[string]*Pending{}, stopRead: stop, readerDone: make(chan struct{}),
 	}
 	go c.readLoop(readCtx)
@@ -256,9 +262,13 @@ func (c *Client) SubmitEncoded(ctx context.Context, id, v string, body []byte, w
 	return ps[0], nil
 }
 
-// send registers a Pending for each prepared request (out[i] == nil), runs the submit script for them
-// in one pipeline and settles those the script refused.
+// send registers a Pending for each prepared request (out[i] == nil), adds them in one pipeline and
+// settles those that were refused (BUSY from the submit script, or an error reply).
 func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]*Pending, error) {
+	maxBacklog, err := c.limit.get(ctx, c.cmd)
+	if err != nil {
+		return nil, err
+	}
 	var cmds [][]interface{}
 	var idx []int
 	for i, prep := range preps {
@@ -271,8 +281,7 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 			continue
 		}
 		out[i] = p
-		cmds = append(cmds, []interface{}{"EVALSHA", c.sha, 2, c.cfg.Stream, c.cfg.Stream + ":limits",
-			prep.id, c.replyTo, prep.body, prep.v})
+		cmds = append(cmds, c.addCommand(prep, maxBacklog))
 		idx = append(idx, i)
 	}
 	if len(cmds) == 0 {
@@ -296,7 +305,7 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 }
 
 func (c *Client) evalScript(ctx context.Context, cmd []interface{}) (interface{}, error) {
-	args := append([]interface{}{"EVAL", SubmitScript}, cmd[2:]...)
+	args := append([]interface{}{"EVAL", SubmitScript}, cmd[2:]...) // cmd is EVALSHA <sha> <numkeys> ...
 	replies, err := c.cmd.Pipeline(ctx, [][]interface{}{args})
 	if err != nil {
 		return nil, err
@@ -305,14 +314,12 @@ func (c *Client) evalScript(ctx context.Context, cmd []interface{}) (interface{}
 }
 
 func (c *Client) afterScript(p *Pending, res interface{}, err error) {
-	switch e := res.(type) {
-	case nil:
-		if err == nil {
-			err = &StatusError{Status: StatusBusy, ID: p.ID,
-				Message: fmt.Sprintf("the backlog of %s is at max_backlog; nothing was added", c.cfg.Stream)}
+	if e, ok := res.(resp.Error); ok && err == nil {
+		if strings.HasPrefix(string(e), "BACKLOG") {
+			err = &StatusError{Status: StatusBusy, ID: p.ID, Message: string(e) + "; nothing was added"}
+		} else {
+			err = fmt.Errorf("adding request %s: %w", p.ID, e)
 		}
-	case resp.Error:
-		err = fmt.Errorf("adding request %s: %w", p.ID, e)
 	}
 	if err != nil {
 		c.settle(p.ID, nil, err)

@@ -7,6 +7,10 @@ package redisinfer
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,5 +151,40 @@ func TestStreamEntries(t *testing.T) {
 	}
 	if streamEntries(nil) != nil {
 		t.Fatal("a nil XREAD reply (BLOCK timed out) has no entries")
+	}
+}
+
+func TestSubmitScriptIsThePythonClients(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "producer", "backpressure.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const start = `ADD_SCRIPT: Final = """`
+	text := string(src)
+	i := strings.Index(text, start)
+	if i < 0 {
+		t.Fatal("ADD_SCRIPT not found in producer/backpressure.py")
+	}
+	text = text[i+len(start):]
+	if python := text[:strings.Index(text, `"""`)]; python != SubmitScript {
+		t.Fatalf("the scripts differ:\n%s\n---\n%s", python, SubmitScript)
+	}
+}
+
+func TestAddCommandUsesTheScriptOnlyUnderALimit(t *testing.T) {
+	c := offlineClient()
+	c.replyTo = "infer:reply:r"
+	prep := prepared{id: "i", v: "1", body: []byte{0x80}}
+	plain := c.addCommand(prep, 0)
+	if plain[0] != "XADD" || plain[1] != "infer:requests" || plain[2] != "*" || len(plain) != 11 {
+		t.Fatalf("without a limit: %q", plain)
+	}
+	script := c.addCommand(prep, 7)
+	if script[0] != "EVALSHA" || script[1] != submitScriptSHA || script[2] != 1 || script[4] != int64(7) ||
+		!reflect.DeepEqual(script[5:], plain[3:]) {
+		t.Fatalf("with a limit: %q", script)
+	}
+	if submitScriptSHA != "3ac24c9dd4f01ba10e7df327cd649dee9757e74d" { // producer.backpressure.ADD_SCRIPT_SHA
+		t.Fatalf("sha %s", submitScriptSHA)
 	}
 }

@@ -170,29 +170,43 @@ func (t Tensor) Elements() (int64, error) {
 }
 
 // Validate checks what the client can check before sending: a known datatype, a shape of non-negative
-// dimensions, data whose length matches the shape (or BYTES framing that uses it up exactly).
+// dimensions, data whose length matches the shape (or BYTES framing that uses it up exactly). It
+// allocates nothing for the elements.
 func (t Tensor) Validate() error {
-	_, err := t.Values()
+	n, err := t.checkSize()
+	if err == nil && t.Datatype == BYTES {
+		_, err = t.splitBytes(n, false)
+	}
 	return err
+}
+
+// checkSize returns the number of elements, after checking the shape, the datatype and, for a fixed-size
+// datatype, the length of the data.
+func (t Tensor) checkSize() (int64, error) {
+	n, err := t.Elements()
+	if err != nil || t.Datatype == BYTES {
+		return n, err
+	}
+	size, ok := elementBytes[t.Datatype]
+	if !ok {
+		return 0, invalidInput("tensor %q: unknown datatype %q", t.Name, t.Datatype)
+	}
+	if n > math.MaxInt64/size || int64(len(t.Data)) != n*size {
+		return 0, invalidInput("tensor %q: %d data bytes, shape %v of %s needs %d × %d",
+			t.Name, len(t.Data), t.Shape, t.Datatype, n, size)
+	}
+	return n, nil
 }
 
 // Values unpacks the data into a flat slice of the datatype's Go type (see NewTensor); for BYTES, a
 // [][]byte whose elements share the tensor's data.
 func (t Tensor) Values() (interface{}, error) {
-	n, err := t.Elements()
+	n, err := t.checkSize()
 	if err != nil {
 		return nil, err
 	}
 	if t.Datatype == BYTES {
-		return t.splitBytes(n)
-	}
-	size, ok := elementBytes[t.Datatype]
-	if !ok {
-		return nil, invalidInput("tensor %q: unknown datatype %q", t.Name, t.Datatype)
-	}
-	if n > math.MaxInt64/size || int64(len(t.Data)) != n*size {
-		return nil, invalidInput("tensor %q: %d data bytes, shape %v of %s needs %d × %d",
-			t.Name, len(t.Data), t.Shape, t.Datatype, n, size)
+		return t.splitBytes(n, true)
 	}
 	out := makeSlice(t.Datatype, int(n))
 	if err := binary.Read(bytes.NewReader(t.Data), binary.LittleEndian, out); err != nil {
@@ -229,22 +243,29 @@ func makeSlice(dt Datatype, n int) interface{} {
 	return make([]float64, n)
 }
 
-func (t Tensor) splitBytes(n int64) ([][]byte, error) {
+// splitBytes walks the BYTES framing of n elements; with keep, it returns the elements.
+func (t Tensor) splitBytes(n int64, keep bool) ([][]byte, error) {
 	if n > int64(len(t.Data))/4 {
 		return nil, invalidInput("tensor %q: %d BYTES elements cannot fit in %d bytes", t.Name, n, len(t.Data))
 	}
-	out := make([][]byte, n)
+	var out [][]byte
+	if keep {
+		out = make([][]byte, 0, n)
+	}
 	pos := 0
-	for i := range out {
+	for i := int64(0); i < n; i++ {
 		if len(t.Data)-pos < 4 {
 			return nil, invalidInput("tensor %q: BYTES element %d: length runs past the end", t.Name, i)
 		}
-		size := int(binary.LittleEndian.Uint32(t.Data[pos:]))
+		size32 := binary.LittleEndian.Uint32(t.Data[pos:])
 		pos += 4
-		if size > len(t.Data)-pos {
+		if uint64(size32) > uint64(len(t.Data)-pos) {
 			return nil, invalidInput("tensor %q: BYTES element %d runs past the end", t.Name, i)
 		}
-		out[i] = t.Data[pos : pos+size : pos+size]
+		size := int(size32)
+		if keep {
+			out = append(out, t.Data[pos:pos+size:pos+size])
+		}
 		pos += size
 	}
 	if pos != len(t.Data) {

@@ -72,8 +72,10 @@ func tensorMap(t Tensor) msgpack.Map {
 // tensors first, EncodeBody alone lets a tool send what a worker should refuse.
 func EncodeBody(req Request) ([]byte, error) {
 	inputs := make([]interface{}, len(req.Inputs))
+	size := 256 // the map's keys and small values
 	for i, t := range req.Inputs {
 		inputs[i] = tensorMap(t)
+		size += len(t.Data) + len(t.Name) + 16 + 9*len(t.Shape)
 	}
 	body := msgpack.Map{{Key: "model", Value: req.Model}, {Key: "inputs", Value: inputs}}
 	if req.ModelVersion != "" {
@@ -98,7 +100,7 @@ func EncodeBody(req Request) ([]byte, error) {
 		}
 		body = append(body, msgpack.Pair{Key: "parameters", Value: req.Parameters})
 	}
-	return msgpack.Marshal(body)
+	return msgpack.Append(make([]byte, 0, size), body) // sized once: tensor data can be megabytes
 }
 
 func checkParameters(params msgpack.Map) error {

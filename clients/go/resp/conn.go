@@ -66,7 +66,7 @@ type Conn struct {
 	mu   sync.Mutex
 	nc   net.Conn
 	rd   *bufio.Reader
-	buf  []byte
+	wr   *bufio.Writer
 	shut bool
 
 	liveMu sync.Mutex // guards live: Close reads it while a call holds mu
@@ -98,7 +98,7 @@ func (c *Conn) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.nc, c.rd = nc, bufio.NewReaderSize(nc, 64<<10)
+	c.nc, c.rd, c.wr = nc, bufio.NewReaderSize(nc, 64<<10), bufio.NewWriterSize(nc, 64<<10)
 	c.setLive(nc)
 	var setup [][]interface{}
 	if c.opts.Password != "" {
@@ -144,6 +144,9 @@ func (c *Conn) Do(ctx context.Context, args ...interface{}) (interface{}, error)
 // the result (type Error); the error return is for I/O and protocol failures, after which the
 // connection is closed (the commands may or may not have run).
 func (c *Conn) Pipeline(ctx context.Context, cmds [][]interface{}) ([]interface{}, error) {
+	if err := checkArgs(cmds); err != nil { // an argument of the wrong type fails before anything is sent
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.shut {
@@ -168,28 +171,37 @@ func (c *Conn) Pipeline(ctx context.Context, cmds [][]interface{}) ([]interface{
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read or write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (c *Conn) roundTrip(ctx context.Context, cmds [][]interface{}) ([]interface{}, error) {
-	buf := c.buf[:0]
-	var err error
+func checkArgs(cmds [][]interface{}) error {
 	for _, args := range cmds {
-		if buf, err = AppendCommand(buf, args...); err != nil {
-			return nil, err
+		for _, a := range args {
+			if _, ok := a.([]byte); !ok {
+				if _, err := scalarArg(a); err != nil {
+					return err
+				}
+			}
 		}
 	}
+	return nil
+}
+
+func (c *Conn) roundTrip(ctx context.Context, cmds [][]interface{}) ([]interface{}, error) {
 	deadline, _ := ctx.Deadline() // zero: no deadline
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return nil, err
 	}
 	stop := c.watch(ctx)
 	defer stop()
-	if _, err := c.nc.Write(buf); err != nil {
-		return nil, err
+	for _, args := range cmds {
+		if err := WriteCommand(c.wr, args...); err != nil {
+			return nil, err
+		}
 	}
-	if cap(buf) <= 1<<20 {
-		c.buf = buf // reused next time; a huge one is let go
+	if err := c.wr.Flush(); err != nil {
+		return nil, err
 	}
 	out := make([]interface{}, len(cmds))
 	for i := range cmds {
+		var err error
 		if out[i], err = ReadReply(c.rd); err != nil {
 			return nil, err
 		}
@@ -223,7 +235,7 @@ func (c *Conn) drop() {
 	if c.nc != nil {
 		_ = c.nc.Close()
 	}
-	c.nc, c.rd = nil, nil
+	c.nc, c.rd, c.wr = nil, nil, nil
 	c.setLive(nil)
 }
 

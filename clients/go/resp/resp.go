@@ -28,33 +28,81 @@ func (e *ProtocolError) Error() string { return "resp: " + e.msg }
 
 // AppendCommand encodes one command. Arguments may be string, []byte, int, int64 or uint64.
 func AppendCommand(dst []byte, args ...interface{}) ([]byte, error) {
-	dst = append(dst, '*')
-	dst = strconv.AppendInt(dst, int64(len(args)), 10)
-	dst = append(dst, '\r', '\n')
+	dst = appendHeader(dst, '*', len(args))
 	for _, a := range args {
-		var b []byte
-		switch x := a.(type) {
-		case string:
-			b = []byte(x)
-		case []byte:
-			b = x
-		case int:
-			b = strconv.AppendInt(nil, int64(x), 10)
-		case int64:
-			b = strconv.AppendInt(nil, x, 10)
-		case uint64:
-			b = strconv.AppendUint(nil, x, 10)
-		default:
-			return nil, fmt.Errorf("resp: cannot send an argument of type %T", a)
+		b, ok := a.([]byte)
+		if !ok {
+			var err error
+			if b, err = scalarArg(a); err != nil {
+				return nil, err
+			}
 		}
-		dst = append(dst, '$')
-		dst = strconv.AppendInt(dst, int64(len(b)), 10)
-		dst = append(dst, '\r', '\n')
-		dst = append(dst, b...)
-		dst = append(dst, '\r', '\n')
+		dst = appendHeader(dst, '$', len(b))
+		dst = append(append(dst, b...), '\r', '\n')
 	}
 	return dst, nil
 }
+
+func appendHeader(dst []byte, kind byte, n int) []byte {
+	dst = append(dst, kind)
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	return append(dst, '\r', '\n')
+}
+
+// scalarArg is the bytes of a command argument that is not a []byte.
+func scalarArg(a interface{}) ([]byte, error) {
+	switch x := a.(type) {
+	case string:
+		return []byte(x), nil
+	case int:
+		return strconv.AppendInt(nil, int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(nil, x, 10), nil
+	case uint64:
+		return strconv.AppendUint(nil, x, 10), nil
+	}
+	return nil, fmt.Errorf("resp: cannot send an argument of type %T", a)
+}
+
+// bigArgBytes: a []byte argument at least this long is written straight to the socket, not copied into
+// the write buffer (tensor data can be megabytes).
+const bigArgBytes = 32 << 10
+
+// WriteCommand writes one command to w; large []byte arguments go through without a copy.
+func WriteCommand(w *bufio.Writer, args ...interface{}) error {
+	var head [24]byte
+	hdr := appendHeader(head[:0], '*', len(args))
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	for _, a := range args {
+		b, ok := a.([]byte)
+		if !ok {
+			var err error
+			if b, err = scalarArg(a); err != nil {
+				return err
+			}
+		}
+		hdr = appendHeader(head[:0], '$', len(b))
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		if len(b) >= bigArgBytes { // bufio.Writer writes a large slice directly once its buffer is flushed
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if _, err := w.Write(crlf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var crlf = []byte("\r\n")
 
 // ReadReply parses one reply: a simple string is a string, an error an Error value (not a Go error
 // return: it is a reply), an integer an int64, a bulk string a []byte, an array a []interface{}; the

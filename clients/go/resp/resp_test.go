@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -177,6 +178,18 @@ func TestPipelineKeepsOrderAndErrorRepliesAreItems(t *testing.T) {
 	if _, err := c.Do(ctx, "GET", "k"); !errors.As(err, new(Error)) {
 		t.Fatalf("Do with an error reply: %v", err)
 	}
+	if _, err := c.Pipeline(ctx, [][]interface{}{{"SET", "k", "v"}, {"GET", 1.5}}); err == nil {
+		t.Fatal("a float argument was accepted")
+	}
+	s.replies <- "+PONG\r\n"
+	if got, err := c.Do(ctx, "PING"); err != nil || got != "PONG" {
+		t.Fatalf("after a refused argument (nothing sent): %#v, %v", got, err)
+	}
+	for len(s.commands) > 0 {
+		if cmd := <-s.commands; string(cmd[0].([]byte)) == "SET" {
+			t.Fatalf("the refused pipeline was sent: %q", cmd)
+		}
+	}
 }
 
 func TestAuthAndSelectOnConnect(t *testing.T) {
@@ -247,5 +260,28 @@ func TestCloseWakesABlockedCall(t *testing.T) {
 	}
 	if _, err := c.Do(context.Background(), "PING"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestWriteCommandMatchesAppendCommand(t *testing.T) {
+	big := bytes.Repeat([]byte{7}, bigArgBytes+1)
+	args := []interface{}{"XADD", "s", "*", "body", big, "n", 3, "tail", []byte("x")}
+	want, err := AppendCommand(nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriterSize(&out, 16)
+	if err := WriteCommand(w, args...); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Fatalf("WriteCommand wrote %d bytes, AppendCommand %d, and they differ", out.Len(), len(want))
+	}
+	if err := WriteCommand(w, "GET", 1.5); err == nil {
+		t.Fatal("a float argument was accepted")
 	}
 }

@@ -3,6 +3,7 @@
 // clients/node/conformance/run.js. Usage: conformance <host> <port> <stream>. Prints one JSON line per
 // scenario {"name", "ok", "detail"}; exits 1 if any failed. CONFORMANCE_ONLY=a,b runs only those. After
 // them come the scenarios of spec.go, rules of the protocol this driver checks beyond the shared checklist.
+// CONFORMANCE_URL: the URL the clients connect with (credentials of an ACL user), instead of host and port.
 package main
 
 import (
@@ -59,6 +60,9 @@ func main() {
 	}
 	addr := net.JoinHostPort(os.Args[1], os.Args[2])
 	e := &env{url: "redis://" + addr, addr: addr, stream: os.Args[3]}
+	if url := os.Getenv("CONFORMANCE_URL"); url != "" { // the client connects otherwise (an ACL user)
+		e.url = url
+	}
 	ctx := context.Background()
 	client, err := redisinfer.Dial(ctx, e.url, redisinfer.Config{Model: "affine", Stream: e.stream, Timeout: 20 * time.Second})
 	if err != nil {
