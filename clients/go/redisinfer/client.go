@@ -265,9 +265,21 @@ func (c *Client) SubmitEncoded(ctx context.Context, id, v string, body []byte, w
 // send registers a Pending for each prepared request (out[i] == nil), adds them in one pipeline and
 // settles those that were refused (BUSY from the submit script, or an error reply).
 func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]*Pending, error) {
-	maxBacklog, err := c.limit.get(ctx, c.cmd)
-	if err != nil {
-		return nil, err
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	var maxBacklog int64
+	for _, p := range out {
+		if p == nil { // something to send: the limit decides how
+			var err error
+			if maxBacklog, err = c.limit.get(ctx, c.cmd); err != nil {
+				return nil, err
+			}
+			break
+		}
 	}
 	var cmds [][]interface{}
 	var idx []int

@@ -188,3 +188,15 @@ func TestAddCommandUsesTheScriptOnlyUnderALimit(t *testing.T) {
 		t.Fatalf("sha %s", submitScriptSHA)
 	}
 }
+
+func TestSubmitAfterCloseIsErrClosed(t *testing.T) {
+	c := offlineClient()
+	c.closed = true
+	x := MustTensor("x", []int64{1}, []uint8{1})
+	if _, err := c.Submit(context.Background(), Request{Inputs: []Tensor{x}}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Submit: %v", err)
+	}
+	if _, err := c.SubmitEncoded(context.Background(), "i", "1", []byte{0x80}, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SubmitEncoded: %v", err)
+	}
+}

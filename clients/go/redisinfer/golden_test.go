@@ -218,56 +218,9 @@ func flatten(v interface{}) []interface{} {
 	return out
 }
 
-// typedValues converts JSON elements into the Go slice of a datatype.
+// typedValues converts JSON elements into the Go slice of a datatype (BYTES elements are hex).
 func typedValues(t *testing.T, dt Datatype, flat []interface{}) interface{} {
-	num := func(v interface{}) float64 {
-		switch x := v.(type) {
-		case int64:
-			return float64(x)
-		case float64:
-			return x
-		}
-		t.Fatalf("element %#v is not a number", v)
-		return 0
-	}
-	switch dt {
-	case FP32:
-		out := make([]float32, len(flat))
-		for i, v := range flat {
-			out[i] = float32(num(v))
-		}
-		return out
-	case FP64:
-		out := make([]float64, len(flat))
-		for i, v := range flat {
-			out[i] = num(v)
-		}
-		return out
-	case INT64:
-		out := make([]int64, len(flat))
-		for i, v := range flat {
-			out[i] = v.(int64)
-		}
-		return out
-	case UINT16:
-		out := make([]uint16, len(flat))
-		for i, v := range flat {
-			out[i] = uint16(v.(int64))
-		}
-		return out
-	case UINT32:
-		out := make([]uint32, len(flat))
-		for i, v := range flat {
-			out[i] = uint32(v.(int64))
-		}
-		return out
-	case BOOL:
-		out := make([]bool, len(flat))
-		for i, v := range flat {
-			out[i] = v.(bool)
-		}
-		return out
-	case BYTES:
+	if dt == BYTES {
 		out := make([][]byte, len(flat))
 		for i, v := range flat {
 			b, err := hex.DecodeString(v.(string))
@@ -278,8 +231,16 @@ func typedValues(t *testing.T, dt Datatype, flat []interface{}) interface{} {
 		}
 		return out
 	}
-	t.Fatalf("no conversion for %s in this test", dt)
-	return nil
+	out := reflect.ValueOf(makeSlice(dt, len(flat)))
+	elem := out.Type().Elem()
+	for i, v := range flat {
+		rv := reflect.ValueOf(v)
+		if !rv.Type().ConvertibleTo(elem) {
+			t.Fatalf("%s element %#v", dt, v)
+		}
+		out.Index(i).Set(rv.Convert(elem))
+	}
+	return out.Interface()
 }
 
 func TestGoldenRequestsThroughEncodeBody(t *testing.T) {
