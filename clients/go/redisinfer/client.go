@@ -99,10 +99,6 @@ func Dial(ctx context.Context, url string, cfg Config) (*Client, error) {
 		_ = cmd.Close()
 		return nil, err
 	}
-	if _, err := cmd.Do(ctx, "SCRIPT", "LOAD", SubmitScript); err != nil {
-		_, _ = cmd.Close(), reader.Close()
-		return nil, fmt.Errorf("loading the submit script: %w", err)
-	}
 	readCtx, stop := context.WithCancel(context.Background())
 	c := &Client{
 		cfg: cfg, cmd: cmd, reader: reader, replyTo: cfg.ReplyPrefix + randomHex(16),
@@ -309,7 +305,7 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 	for k, i := range idx {
 		res := results[k]
 		if e, ok := res.(resp.Error); ok && strings.HasPrefix(string(e), "NOSCRIPT") {
-			res, err = c.evalScript(ctx, cmds[k]) // the script cache was flushed: send the text
+			res, err = c.evalScript(ctx, cmds[k]) // not in the script cache yet (or flushed): send the text
 		}
 		c.afterScript(out[i], res, err)
 	}
