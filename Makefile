@@ -24,9 +24,15 @@ $(MODEL): | venv
 test: venv model test-clients
 	$(PY) -m pytest -q
 
-# The Node client's own tests (golden vectors byte for byte, msgpack edge cases); .ci/run installs node when missing.
+# The clients' own tests (golden vectors byte for byte, msgpack and RESP edge cases); .ci/run installs node and go
+# when missing. The Go module has no dependencies: it builds offline (GOPROXY=off), with go vet and gofmt clean.
+GO_ENV := GOPROXY=off GOTOOLCHAIN=local GOFLAGS=
 test-clients:
 	@if command -v node >/dev/null; then node --test --test-reporter=dot clients/node/test/; else echo "node not found: Node client tests not run"; fi
+	@if command -v go >/dev/null; then \
+		cd clients/go && test -z "$$(gofmt -l .)" || { echo "gofmt -l clients/go:"; gofmt -l .; exit 1; }; \
+		$(GO_ENV) go vet ./... && $(GO_ENV) go test ./...; \
+	else echo "go not found: Go client tests not run"; fi
 
 lint: venv
 	$(VENV)/bin/ruff check worker producer redis_infer_protocol tests demo benchmarks

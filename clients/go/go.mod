@@ -1,0 +1,3 @@
+module github.com/redis-infer/redis-infer/clients/go
+
+go 1.19
