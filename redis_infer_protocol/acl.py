@@ -167,10 +167,17 @@ def _producer(name: str, streams: Sequence[str], reply_pattern: str) -> Role:
 
 
 def _worker(name: str, own_keys: Sequence[str]) -> Role:
+    replies = f"{keys.DEFAULT_REPLY_PREFIX}*"
     return Role(
         name,
-        root=[*WORKER_COMMANDS, *(f"~{k}" for k in own_keys), f"%W~{keys.DEFAULT_REPLY_PREFIX}*"],
-        selectors=[[f"%W~{keys.MODELS_KEY}", "+hset"]],  # discovery: publish its models' metadata, nothing else
+        root=[*WORKER_COMMANDS, *(f"~{k}" for k in own_keys), f"%W~{replies}"],
+        selectors=[
+            [f"%W~{keys.MODELS_KEY}", "+hset"],  # discovery: publish its models' metadata, nothing else
+            # A script's declared keys need read and write access (EVAL's key spec is RW): the settle script
+            # names the reply stream. The commands inside are checked one by one against the rules above,
+            # so a script cannot read a reply stream either.
+            [*(f"~{k}" for k in own_keys), f"~{replies}", "+evalsha", "+eval"],
+        ],
     )
 
 
@@ -187,19 +194,11 @@ def roles(
     reply_all = f"{keys.DEFAULT_REPLY_PREFIX}*"
     versioned = [s for grant in models for s in grant.streams if not s.endswith("}")]
     request_streams = [stream, MODEL_STREAMS, *versioned]
-    worker = _worker(
-        "worker", [*keys.stream_keys(stream), keys.health_pattern(stream), MODEL_STREAMS, f"{MODEL_STREAMS}:*"]
-    )
-    reads = [
-        *keys.stream_keys(stream),
-        keys.health_pattern(stream),
-        MODEL_STREAMS,
-        f"{MODEL_STREAMS}:*",
-        keys.MODELS_KEY,
-    ]
+    family = [*keys.stream_keys(stream), keys.health_pattern(stream), MODEL_STREAMS, f"{MODEL_STREAMS}:*"]
+    worker = _worker("worker", family)
     monitor = Role(
         "monitor",
-        root=[*MONITOR_COMMANDS, *(f"%R~{k}" for k in reads)],
+        root=[*MONITOR_COMMANDS, *(f"%R~{k}" for k in [*family, keys.MODELS_KEY])],
         selectors=[[*(f"%R~{k}" for k in _dead_letters(stream)), "+xrevrange"]],
     )
     operator = Role(

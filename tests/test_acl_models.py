@@ -162,6 +162,8 @@ def test_monitor_and_operator_on_model_streams(connect: Callable[[str], redis.Re
 
 
 UNDECLARED = keys.model_stream("left", "9")  # a version no --model named
+REFUSED = r"(?i)no permissions|can't access"
+PEEK = "return redis.call('XINFO', 'GROUPS', KEYS[1])"  # a read command the worker has, on a key it may only write
 
 
 # (user, what it tries): each must be refused with NOPERM.
@@ -183,6 +185,8 @@ FORBIDDEN: list[tuple[str, str, Callable[[redis.Redis], Any]]] = [
     ("worker", "read discovery", lambda r: r.hgetall(keys.MODELS_KEY)),
     ("worker", "delete discovery", lambda r: r.delete(keys.MODELS_KEY)),
     ("worker", "read a result", lambda r: r.xrange("infer:reply:result:x")),
+    ("worker", "read a reply stream in a script", lambda r: r.eval(PEEK, 1, "infer:reply:beta:result:x")),
+    ("worker.left", "read a reply stream in a script", lambda r: r.eval(PEEK, 1, "infer:reply:beta:result:x")),
     ("worker.left", "read another model", lambda r: r.xreadgroup(keys.DEFAULT_GROUP, "me", {RIGHT: ">"})),
     ("worker.left", "write another model's limits", lambda r: r.hset(keys.limits_key(RIGHT), "max_backlog", 0)),
     ("worker.left", "read the default stream", lambda r: r.xreadgroup("workers", "me", {keys.DEFAULT_STREAM: ">"})),
@@ -207,7 +211,7 @@ def test_role_is_refused(connect: Callable[[str], redis.Redis], user: str, what:
     admin.xadd("infer:reply:beta:result:x", {"a": b"1"})
     client = connect(user)
     client.ping()  # the user itself works
-    with pytest.raises(redis.exceptions.NoPermissionError):
+    with pytest.raises(redis.exceptions.ResponseError, match=REFUSED):  # NOPERM, or a script's refused command
         attempt(client)
     assert [admin.xlen(s) for s in (keys.DEFAULT_STREAM, LEFT, RIGHT)] == [1, 1, 1]  # nothing was lost
     assert admin.hgetall(keys.MODELS_KEY) == {LEFT.encode(): b"{}"}
@@ -224,3 +228,23 @@ def test_model_grants_parse_merge_and_refuse_glob_characters() -> None:
             acl.parse_models([bad])
     names = [r.name for r in acl.roles(models=MODELS)]
     assert names[-4:] == ["worker.left", "producer.left", "worker.right", "producer.right"]
+
+
+SETTLE = """
+redis.call('XADD', KEYS[2], '*', 'reply', ARGV[1])
+redis.call('EXPIRE', KEYS[2], 60)
+return redis.call('XACK', KEYS[1], ARGV[2], ARGV[3])
+"""
+
+
+@pytest.mark.parametrize("user", ["worker", "worker.left"])
+def test_worker_settles_through_evalsha(connect: Callable[[str], redis.Redis], user: str) -> None:
+    """The settle path as one script by EVALSHA (XADD the reply, EXPIRE it, XACK the request): allowed."""
+    admin = connect(ADMIN[0])
+    admin.xgroup_create(LEFT, keys.DEFAULT_GROUP, id="0", mkstream=True)
+    entry_id = admin.xadd(LEFT, {"a": b"1"})
+    worker = connect(user)
+    worker.xreadgroup(keys.DEFAULT_GROUP, "me", {LEFT: ">"})
+    sha = admin.script_load(SETTLE)
+    assert worker.evalsha(sha, 2, LEFT, "infer:reply:r1", b"ok", keys.DEFAULT_GROUP, entry_id) == 1
+    assert admin.xlen("infer:reply:r1") == 1 and admin.xpending(LEFT, keys.DEFAULT_GROUP)["pending"] == 0
