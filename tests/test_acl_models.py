@@ -248,3 +248,14 @@ def test_worker_settles_through_evalsha(connect: Callable[[str], redis.Redis], u
     sha = admin.script_load(SETTLE)
     assert worker.evalsha(sha, 2, LEFT, "infer:reply:r1", b"ok", keys.DEFAULT_GROUP, entry_id) == 1
     assert admin.xlen("infer:reply:r1") == 1 and admin.xpending(LEFT, keys.DEFAULT_GROUP)["pending"] == 0
+
+
+def test_what_the_model_glob_cannot_refuse(connect: Callable[[str], redis.Redis]) -> None:
+    """docs/operations.md: ``infer:requests:{*}`` also matches a key under a model that ends with ``}``, so the
+    shared producer can create a health-key lookalike (discovery then lists a worker that does not exist);
+    ``producer.<model>`` has exact stream names and cannot."""
+    lookalike = keys.health_key(LEFT, "ghost}")
+    assert connect("producer").xadd(lookalike, {"a": b"1"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        connect("producer.left").xadd(keys.health_key(LEFT, "ghost2}"), {"a": b"1"})
+    assert [k.decode() for k in connect(ADMIN[0]).scan_iter(match=keys.health_pattern(LEFT))] == [lookalike]
