@@ -259,3 +259,22 @@ def test_what_the_model_glob_cannot_refuse(connect: Callable[[str], redis.Redis]
     with pytest.raises(redis.exceptions.NoPermissionError):
         connect("producer.left").xadd(keys.health_key(LEFT, "ghost2}"), {"a": b"1"})
     assert [k.decode() for k in connect(ADMIN[0]).scan_iter(match=keys.health_pattern(LEFT))] == [lookalike]
+
+
+def test_setuser_lines_with_model_users_give_the_same_users(server: EmbeddedRedis, tmp_path: Path) -> None:
+    """setuser.redis written with ``--model`` grants, as redis-cli would split it, sets up the aclfile's users."""
+    import shlex
+
+    from tests.test_acl import _rules
+
+    acl.write_files(tmp_path, tenants=acl.SHIPPED_TENANTS, models=MODELS)
+    with EmbeddedRedis() as plain:
+        client = redis.Redis.from_url(plain.url, decode_responses=True)
+        for line in (tmp_path / "setuser.redis").read_text().splitlines():
+            client.execute_command(*shlex.split(line))
+        from_setuser = {_rules(u) for u in client.acl_list() if not u.startswith("user default ")}
+        client.close()
+    admin = redis.Redis.from_url(url_for(server, ADMIN[0]), decode_responses=True)
+    from_file = {_rules(u) for u in admin.acl_list() if not u.startswith(("user default ", "user admin "))}
+    admin.close()
+    assert from_setuser == from_file and len(from_file) == 10
