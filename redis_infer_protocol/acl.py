@@ -3,20 +3,27 @@
 ``deploy/acl/users.acl`` (an ``aclfile``) and ``deploy/acl/setuser.redis`` (the same users as
 ``ACL SETUSER`` lines) are written by this module, so the roles cannot drift from the key names::
 
-    python -m redis_infer_protocol.acl --out deploy/acl --tenant alpha --tenant beta
+    python -m redis_infer_protocol.acl --out deploy/acl --tenant alpha --tenant beta [--model resnet:2 ...]
 
 Roles (see docs/operations.md, "Access control"):
 
 - ``worker``: exactly the commands a worker sends, on its request stream, dead letters, limits key,
-  health keys and (write only) the reply streams.
-- ``producer``: enqueue on the request stream (``XADD`` or the backlog script), read the limits key, read
-  and delete reply streams under the shared prefix. ``producer-<tenant>``: the same, but only the
-  reply streams under ``infer:reply:<tenant>:``.
-- ``monitor``: read-only queries of the status CLI and KEDA's ``redis-streams`` scaler.
+  health keys, every model's stream family (``infer:requests:{*}``, ``infer:requests:{*}:*``), the
+  discovery hash (``HSET`` only) and (write only) the reply streams.
+- ``producer``: enqueue on the request stream and on every model's unversioned stream (``XADD`` or the
+  backlog script), read their limits keys and the discovery hash, read and delete reply streams under the
+  shared prefix (result-by-id streams included). ``producer-<tenant>``: the same, but only the reply
+  streams under ``infer:reply:<tenant>:``.
+- ``monitor``: read-only queries of the status CLI, discovery and KEDA's ``redis-streams`` scaler.
 - ``operator``: requeue dead letters onto the request stream and purge the dead-letter stream.
+- ``--model NAME[:VERSION]``: ``worker.NAME`` and ``producer.NAME``, restricted to that model's keys; a
+  named version's stream is also granted to the shared producers and the operator.
 
 Redis 7 selectors bind commands to keys: a producer may ``XADD`` to the request stream but not read its
-entries, and may ``XDEL`` its reply streams but not the request stream.
+entries, and may ``XDEL`` its reply streams but not the request stream. Redis globs treat ``{`` and ``}``
+as plain characters, so ``infer:requests:{*}`` matches every model's unversioned stream and none of its
+derived keys (they do not end with ``}``). A versioned stream ``infer:requests:{m}:v`` cannot be told
+from ``infer:requests:{m}:dead`` by a glob: versions are granted by name (``--model m:v``).
 """
 
 from __future__ import annotations
@@ -31,8 +38,11 @@ from typing import Final
 from redis_infer_protocol import keys
 
 __all__ = [
+    "MODEL_STREAMS",
     "PASSWORD_PLACEHOLDER",
+    "ModelGrant",
     "Role",
+    "parse_models",
     "render_aclfile",
     "render_setuser",
     "roles",
@@ -45,6 +55,10 @@ PASSWORD_PLACEHOLDER: Final = "CHANGE-ME-{name}"
 
 TENANT_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
+MODEL_STREAMS: Final = f"{keys.MODEL_STREAM_PREFIX}{{*}}"
+"""Every model's unversioned request stream, ``infer:requests:{*}``: in a Redis glob the braces are plain
+characters, so a derived key (``...}:dead``, ``...}:2``) does not match."""
+
 # Every connection: the handshake redis-py sends (HELLO/AUTH, CLIENT SETNAME/SETINFO) and PING.
 _CONNECTION: Final = ("+hello", "+auth", "+ping", "+client|setname", "+client|getname")
 # CLIENT SETINFO (Redis >= 7.2) is left out: Redis 7.0 rejects the rule, and redis-py tolerates its refusal.
@@ -55,17 +69,18 @@ WORKER_COMMANDS: Final = (
     "+xgroup|create", "+xreadgroup", "+xack", "+xclaim", "+xpending", "+xinfo|groups", "+xtrim", "+xadd",
     "+hset", "+hget", "+expire", "+del", "+exists",
     # The consumer clean-up script (EVAL) runs under this user's ACL: EXISTS, XINFO CONSUMERS, XGROUP DELCONSUMER.
-    "+eval", "+xinfo|consumers", "+xgroup|delconsumer",
+    "+eval", "+evalsha", "+xinfo|consumers", "+xgroup|delconsumer",
 )  # fmt: skip
 """What worker/transport.py sends (docs/operations.md lists why)."""
 
 MONITOR_COMMANDS: Final = (
     *_CONNECTION,
     "+xinfo|groups", "+xinfo|stream", "+xinfo|consumers", "+xlen", "+xpending", "+exists", "+type",
-    "+hget", "+hgetall", "+xrevrange", "+ttl", "+scan", "+info", "+time",
+    "+hget", "+hgetall", "+ttl", "+scan", "+info", "+time",
 )  # fmt: skip
-"""The status CLI (``redis-infer status``: health keys found by SCAN, which lists key names only; latest dead
-letters by XREVRANGE; the server clock and version) and KEDA's redis-streams scaler (lag, pending)."""
+"""The status CLI (``redis-infer status``: health keys found by SCAN, which lists key names only; the server
+clock and version), discovery (``redis-infer models``) and KEDA's redis-streams scaler (lag, pending). The
+latest dead letters (XREVRANGE) are read through a selector bound to the dead-letter streams."""
 
 OPERATOR_COMMANDS: Final = (
     *_CONNECTION,
@@ -89,6 +104,41 @@ class Role:
         return head + self.root + [f"({' '.join(s)})" for s in self.selectors]
 
 
+@dataclass(frozen=True, slots=True)
+class ModelGrant:
+    """A model named with ``--model``: the streams granted (``None``: the unversioned one) and its own users."""
+
+    name: str
+    versions: tuple[str | None, ...] = (None,)
+
+    @property
+    def streams(self) -> list[str]:
+        """The request streams granted, checked by :func:`keys.model_stream` (which refuses glob characters)."""
+        return [keys.model_stream(self.name, version) for version in self.versions]
+
+    @property
+    def family(self) -> list[str]:
+        """Every key of the model: its streams (all versions) and their dead letters, limits and health keys."""
+        tagged = keys.model_stream(self.name)
+        return [tagged, f"{tagged}:*"]
+
+
+def parse_models(specs: Sequence[str]) -> list[ModelGrant]:
+    """``NAME`` or ``NAME:VERSION`` (repeatable) as grants, merged by name in first-seen order.
+
+    Raises:
+        ValueError: a name or version that :func:`keys.model_stream` refuses (glob characters among them).
+    """
+    versions: dict[str, list[str | None]] = {}
+    for spec in specs:
+        name, _, version = spec.partition(":")
+        keys.model_stream(name, version or None)  # validates both
+        found = versions.setdefault(name, [])
+        if (version or None) not in found:
+            found.append(version or None)
+    return [ModelGrant(name, tuple(found)) for name, found in versions.items()]
+
+
 def tenant_reply_prefix(tenant: str, base: str = keys.DEFAULT_REPLY_PREFIX) -> str:
     """Reply-stream prefix of one tenant: ``infer:reply:<tenant>:``.
 
@@ -101,50 +151,70 @@ def tenant_reply_prefix(tenant: str, base: str = keys.DEFAULT_REPLY_PREFIX) -> s
     return f"{base}{tenant}:"
 
 
-def _producer(name: str, stream: str, reply_pattern: str) -> Role:
+def _producer(name: str, streams: Sequence[str], reply_pattern: str) -> Role:
     return Role(
         name,
-        root=[*_CONNECTION, f"~{reply_pattern}", "+xread", "+xdel", "+xadd", "+del"],
+        # SCAN (key names only) finds the health keys of the served models for client.models().
+        root=[*_CONNECTION, "+scan", f"~{reply_pattern}", "+xread", "+xrange", "+xdel", "+xadd", "+del"],
         selectors=[
             # Enqueue: XADD (no backlog limit) or the backlog script; XLEN only as the script needs it. No
             # XRANGE/XREAD: a producer cannot read other producers' requests.
-            [f"~{stream}", "+xadd", "+xlen", "+evalsha", "+eval", "+script|load"],
-            [f"%R~{keys.limits_key(stream)}", "+hget"],
+            [*(f"~{s}" for s in streams), "+xadd", "+xlen", "+evalsha", "+eval", "+script|load"],
+            [*(f"%R~{keys.limits_key(s)}" for s in streams), "+hget"],
+            [f"%R~{keys.MODELS_KEY}", "+hgetall", "+hget"],  # discovery: read, never write
         ],
     )
 
 
-def roles(stream: str = keys.DEFAULT_STREAM, tenants: Sequence[str] = ()) -> list[Role]:
-    """Every role for one request stream: worker, producer (shared prefix), one producer per tenant,
-    monitor and operator."""
-    reply_all = f"{keys.DEFAULT_REPLY_PREFIX}*"
-    dead = keys.dead_letter_stream(stream)
-    worker = Role(
-        "worker",
-        root=[
-            *WORKER_COMMANDS,
-            f"~{stream}", f"~{dead}", f"~{keys.limits_key(stream)}", f"~{keys.health_pattern(stream)}",
-            f"%W~{reply_all}",
+def _worker(name: str, own_keys: Sequence[str]) -> Role:
+    replies = f"{keys.DEFAULT_REPLY_PREFIX}*"
+    return Role(
+        name,
+        root=[*WORKER_COMMANDS, *(f"~{k}" for k in own_keys), f"%W~{replies}"],
+        selectors=[
+            [f"%W~{keys.MODELS_KEY}", "+hset"],  # discovery: publish its models' metadata, nothing else
+            # A script's declared keys need read and write access (EVAL's key spec is RW): the settle script
+            # names the reply stream. The commands inside are checked one by one against the rules above,
+            # so a script cannot read a reply stream either.
+            [*(f"~{k}" for k in own_keys), f"~{replies}", "+evalsha", "+eval"],
         ],
-    )  # fmt: skip
+    )
+
+
+def _dead_letters(stream: str) -> list[str]:
+    """The dead-letter streams: the request stream's and every model stream's (versions included)."""
+    return [keys.dead_letter_stream(stream), f"{MODEL_STREAMS}*{keys.DEAD_LETTER_SUFFIX}"]
+
+
+def roles(
+    stream: str = keys.DEFAULT_STREAM, tenants: Sequence[str] = (), models: Sequence[ModelGrant] = ()
+) -> list[Role]:
+    """Every role for one request stream and the model streams: worker, producer (shared prefix), one producer
+    per tenant, monitor, operator, then ``worker.<model>`` and ``producer.<model>`` per model grant."""
+    reply_all = f"{keys.DEFAULT_REPLY_PREFIX}*"
+    versioned = [s for grant in models for s in grant.streams if not s.endswith("}")]
+    request_streams = [stream, MODEL_STREAMS, *versioned]
+    family = [*keys.stream_keys(stream), keys.health_pattern(stream), MODEL_STREAMS, f"{MODEL_STREAMS}:*"]
+    worker = _worker("worker", family)
     monitor = Role(
         "monitor",
-        root=[
-            *MONITOR_COMMANDS,
-            f"%R~{stream}",
-            f"%R~{dead}",
-            f"%R~{keys.limits_key(stream)}",
-            f"%R~{keys.health_pattern(stream)}",
-        ],
+        root=[*MONITOR_COMMANDS, *(f"%R~{k}" for k in [*family, keys.MODELS_KEY])],
+        selectors=[[*(f"%R~{k}" for k in _dead_letters(stream)), "+xrevrange"]],
     )
     operator = Role(
         "operator",
-        root=[*OPERATOR_COMMANDS, f"~{dead}"],
-        selectors=[[f"%W~{stream}", "+xadd"]],
+        root=[*OPERATOR_COMMANDS, *(f"~{k}" for k in _dead_letters(stream))],
+        selectors=[[*(f"%W~{s}" for s in request_streams), "+xadd"]],
     )
-    producers = [_producer("producer", stream, reply_all)]
-    producers += [_producer(f"producer-{t}", stream, f"{tenant_reply_prefix(t)}*") for t in tenants]
-    return [worker, *producers, monitor, operator]
+    producers = [_producer("producer", request_streams, reply_all)]
+    producers += [_producer(f"producer-{t}", request_streams, f"{tenant_reply_prefix(t)}*") for t in tenants]
+    per_model: list[Role] = []
+    for grant in models:
+        per_model += [
+            _worker(f"worker.{grant.name}", grant.family),
+            _producer(f"producer.{grant.name}", grant.streams, reply_all),
+        ]
+    return [worker, *producers, monitor, operator, *per_model]
 
 
 def render_aclfile(all_roles: Sequence[Role]) -> str:
@@ -164,9 +234,11 @@ def _quoted(rules: list[str]) -> list[str]:
     return [f'"{rule}"' if " " in rule else rule for rule in rules]
 
 
-def write_files(out: Path, stream: str = keys.DEFAULT_STREAM, tenants: Sequence[str] = ()) -> list[Path]:
+def write_files(
+    out: Path, stream: str = keys.DEFAULT_STREAM, tenants: Sequence[str] = (), models: Sequence[ModelGrant] = ()
+) -> list[Path]:
     """Write ``users.acl`` and ``setuser.redis`` into ``out``; return their paths."""
-    all_roles = roles(stream, tenants)
+    all_roles = roles(stream, tenants, models)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "users.acl", out / "setuser.redis"]
     written[0].write_text(render_aclfile(all_roles))
@@ -179,15 +251,18 @@ SHIPPED_TENANTS: Final = ("alpha", "beta")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m redis_infer_protocol.acl --out DIR [--stream S] [--tenant T ...]``."""
+    """``python -m redis_infer_protocol.acl --out DIR [--stream S] [--tenant T ...] [--model NAME[:VERSION] ...]``."""
     parser = argparse.ArgumentParser(prog="python -m redis_infer_protocol.acl", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for users.acl and setuser.redis")
     parser.add_argument("--stream", default=keys.DEFAULT_STREAM, help="request stream")
     parser.add_argument("--tenant", action="append", help="a tenant with its own producer user (repeatable)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME[:VERSION]",
+                        help="users worker.NAME and producer.NAME for one model's keys; a VERSION's stream is also "
+                             "granted to the shared producers and the operator (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         tenants = SHIPPED_TENANTS if args.tenant is None else tuple(args.tenant)
-        for path in write_files(args.out, args.stream, tenants):
+        for path in write_files(args.out, args.stream, tenants, parse_models(args.model)):
             print(path)
     except ValueError as exc:
         parser.error(str(exc))
