@@ -17,6 +17,7 @@ __all__ = [
     "LIMITS_SUFFIX",
     "MODELS_KEY",
     "MODEL_STREAM_PREFIX",
+    "RESERVED_VERSIONS",
     "dead_letter_stream",
     "health_key",
     "health_pattern",
@@ -80,6 +81,15 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+RESERVED_VERSIONS: Final = frozenset({DEAD_LETTER_SUFFIX[1:], LIMITS_SUFFIX[1:], HEALTH_INFIX.strip(":")})
+"""Versions that would name another key of the model's unversioned stream (its dead letters, limits, health keys)."""
+
+
+def stream_suffix_owner(version: str) -> str:
+    """What a reserved version would collide with, for error messages."""
+    return f"infer:requests:{{model}}:{version} is a key of the unversioned stream"
+
+
 def model_stream(model: str, version: str | None = None, prefix: str = MODEL_STREAM_PREFIX) -> str:
     """The request stream of a model, or of one version of it: ``infer:requests:{resnet}``,
     ``infer:requests:{resnet}:2``.
@@ -90,7 +100,8 @@ def model_stream(model: str, version: str | None = None, prefix: str = MODEL_STR
 
     Args:
         model: letters, digits, ``.``, ``_``, ``-`` (first a letter or digit), at most 128 characters.
-        version: the same characters, at most 64; None for the model's unversioned stream.
+        version: the same characters, at most 64, and none of ``RESERVED_VERSIONS`` (``dead``, ``limits``,
+            ``worker``: they would name the unversioned stream's own keys); None for the unversioned stream.
         prefix: the namespace before the tag.
 
     Raises:
@@ -101,6 +112,8 @@ def model_stream(model: str, version: str | None = None, prefix: str = MODEL_STR
         raise ValueError(f"model name {model!r} must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit")
     if version is not None and (not isinstance(version, str) or not _VERSION.fullmatch(version)):
         raise ValueError(f"model version {version!r} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit")
+    if version in RESERVED_VERSIONS:
+        raise ValueError(f"model version {version!r} is reserved: {stream_suffix_owner(version)}")
     stream = f"{prefix}{{{model}}}"
     return stream if version is None else f"{stream}:{version}"
 

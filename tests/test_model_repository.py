@@ -26,7 +26,7 @@ def test_model_stream_refuses_names_that_break_the_rule(name: str) -> None:
         keys.model_stream(name)
 
 
-@pytest.mark.parametrize("version", ["", "1:2", "{1}", "x" * 65])
+@pytest.mark.parametrize("version", ["", "1:2", "{1}", "x" * 65, "dead", "limits", "worker"])
 def test_model_stream_refuses_bad_versions(version: str) -> None:
     with pytest.raises(ValueError, match="model version"):
         keys.model_stream("m", version)
