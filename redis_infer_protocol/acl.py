@@ -54,8 +54,9 @@ WORKER_COMMANDS: Final = (
     "+info", "+time",
     "+xgroup|create", "+xreadgroup", "+xack", "+xclaim", "+xpending", "+xinfo|groups", "+xtrim", "+xadd",
     "+hset", "+hget", "+expire", "+del", "+exists",
-    # The consumer clean-up script (EVAL) runs under this user's ACL: EXISTS, XINFO CONSUMERS, XGROUP DELCONSUMER.
-    "+eval", "+xinfo|consumers", "+xgroup|delconsumer",
+    # The consumer clean-up script (EVAL) runs under this user's ACL: EXISTS, XINFO CONSUMERS, XGROUP DELCONSUMER;
+    # the settle script (EVALSHA, EVAL after NOSCRIPT): XADD, EXPIRE, XACK.
+    "+eval", "+evalsha", "+xinfo|consumers", "+xgroup|delconsumer",
 )  # fmt: skip
 """What worker/transport.py sends (docs/operations.md lists why)."""
 

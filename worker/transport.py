@@ -1,8 +1,9 @@
 """Redis transport: the only worker module that talks to Redis.
 
 Reads the request stream through a consumer group, publishes replies, dead-letters what cannot be
-answered, and acknowledges entries only after their reply (or dead-letter record) was written, in
-the same pipeline and after it, so a crash between the two leaves the entry pending (at-least-once).
+answered, and acknowledges entries only after their reply (or dead-letter record) was written: one
+server-side script per batch writes, then acks what was written (``worker/settle_script.py``), so a
+crash at any point leaves an unanswered entry pending (at-least-once).
 
 Every redis-py error leaves this module as one of the worker's own types (``worker/errors.py``):
 ``RedisUnavailable`` for outages and passing refusals, ``NoGroup`` when the group is gone, and
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from redis_infer_protocol import keys
+from worker import settle_script
 from worker.config import RedisSettings
 from worker.errors import ConfigError, NoGroup, RedisRefused, RedisUnavailable
 
@@ -103,6 +105,15 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _refusal(message: str) -> rexc.ResponseError:
+    """A write the settle script reported failed, as the error redis-py would have raised for it."""
+    return rexc.ResponseError(message)
 
 
 @dataclass(slots=True)
@@ -202,7 +213,6 @@ class Transport:
         self.reply_allowed: Callable[[str], bool] = _allow_any
         self.dead_letters = DeadLetterPolicy()
         self.dropped_fields = 0  # non-protocol fields dropped at read, for the metrics
-        self._ttl_owed: set[str] = set()  # reply streams written whose EXPIRE has not been confirmed
 
     def apply_policy(self, *, reply_allowed: Callable[[str], bool], dead_letters: DeadLetterPolicy) -> None:
         """Set the reply-target rule and the dead-letter bounds (the worker calls this once, at start)."""
@@ -270,7 +280,8 @@ class Transport:
     @translated
     async def settle(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Write each outcome's reply and dead letter, then acknowledge the entries all of whose writes
-        succeeded: writes first, XACK after, so an entry is never acknowledged without its record.
+        succeeded: in one round trip, a server-side script (``worker/settle_script.py``) that acks only
+        after the writes, so an entry is never acknowledged without its record.
 
         A reply Redis refuses for good (its key holds a hash, say) is dead-lettered instead, in a second
         round trip. A dead-letter record Redis refuses for good is replaced by a bounded one (ids and
@@ -281,44 +292,83 @@ class Transport:
         """
         todo, retry = list(outcomes), []
         while todo:
-            for o in todo:
-                if o.reply is not None and not self.reply_allowed(o.reply.stream):
-                    log.error("reply for %s to %r refused at the transport: not a reply stream", o.entry_id,
-                              o.reply.stream)  # fmt: skip
-                    o.refused = f"reply_to {o.reply.stream!r} is not a reply stream"
-                    o.dead = o.dead or DeadLetter(o.entry_id, o.reply.request_fields, o.refused)
-                    o.reply = None
-            pipe = self.client.pipeline(transaction=False)
-            for o in todo:
-                if o.reply is not None:
-                    pipe.xadd(o.reply.stream, dict(o.reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
-                if o.dead is not None:
-                    maxlen = self.dead_letters.maxlen or None
-                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead), maxlen=maxlen, approximate=False)  # type: ignore[arg-type]
-            results = iter(await pipe.execute(raise_on_error=False))
-            ttl_streams: set[str] = set()
-            acks: list[str] = []
+            self._gate(todo)
+            writes = self._writes(todo)
+            failed = await self._run_script(todo, writes)
+            results = iter([_refusal(failed[i]) if i in failed else True for i in range(len(writes))])
+            unacked = {writes[i].entry for i in failed}  # the script acked every other entry
             again: list[Outcome] = []
-            for o in todo:
-                passing = self._apply(o, results, ttl_streams)
-                if passing:
+            for index, o in enumerate(todo, start=1):
+                if self._apply(o, results):
                     retry.append(o)
-                elif o.dead is not None:  # a refused reply or record, now to be dead-lettered
+                elif index in unacked:  # a refused reply or record, now dead-lettered (or given up): ack next
                     again.append(o)
-                else:
-                    acks.append(o.entry_id)
-            await self._finish(ttl_streams, acks)
             todo = again
         return retry
 
-    def _apply(self, o: Outcome, results: Iterator[Any], ttl_streams: set[str]) -> bool:
-        """Take one outcome's results from a pipeline; True if a write met a passing refusal."""
+    def _gate(self, todo: Sequence[Outcome]) -> None:
+        """The last gate of the reply-target rule: a reply to a key it does not allow is dead-lettered."""
+        for o in todo:
+            if o.reply is not None and not self.reply_allowed(o.reply.stream):
+                log.error("reply for %s to %r refused at the transport: not a reply stream", o.entry_id,
+                          o.reply.stream)  # fmt: skip
+                o.refused = f"reply_to {o.reply.stream!r} is not a reply stream"
+                o.dead = o.dead or DeadLetter(o.entry_id, o.reply.request_fields, o.refused)
+                o.reply = None
+
+    def _writes(self, todo: Sequence[Outcome]) -> list[settle_script.Write]:
+        writes: list[settle_script.Write] = []
+        for index, o in enumerate(todo, start=1):
+            if o.reply is not None:
+                fields = [_bytes(v) for pair in o.reply.fields.items() for v in pair]
+                writes.append(settle_script.Write(index, o.reply.stream, False, fields))
+            if o.dead is not None:
+                fields = [_bytes(v) for pair in self._dead_fields(o.dead).items() for v in pair]
+                writes.append(settle_script.Write(index, self.dead_letter_stream, True, fields))
+        return writes
+
+    async def _run_script(self, todo: Sequence[Outcome], writes: list[settle_script.Write]) -> dict[int, str]:
+        """Run the settle script once: {index of a failed write: Redis's error}. Sent as EVALSHA; after
+        a Redis restart or SCRIPT FLUSH (NOSCRIPT) once more as EVAL, which loads it again."""
+        entry_ids = [o.entry_id for o in todo]
+
+        def packed(load: bool) -> bytes:
+            return settle_script.pack(entry_ids, writes, stream=self.stream, dead_stream=self.dead_letter_stream,
+                                      group=self.group, reply_maxlen=self.reply_maxlen, reply_ttl_s=self.reply_ttl_s,
+                                      dead_maxlen=self.dead_letters.maxlen, load=load)  # fmt: skip
+
+        try:
+            answer = await self._call(packed(load=False))
+        except rexc.NoScriptError:
+            answer = await self._call(packed(load=True))
+        failed, ack_error = settle_script.failures(answer)
+        if ack_error:  # the entries stay pending and are processed again
+            log.warning("acknowledging settled entries failed: %s", ack_error)
+        return failed
+
+    async def _call(self, packed: bytes) -> Any:
+        """Send one command already packed as RESP bytes and read its answer (redis-py packs every
+        argument in Python: for a batch's script that was the worker's largest single cost)."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except rexc.ResponseError:
+            raise  # an error answer: the connection is in step and stays usable
+        except BaseException:
+            await conn.disconnect()  # an answer may still be on its way: never reuse this connection
+            raise
+        finally:
+            await pool.release(conn)
+
+    def _apply(self, o: Outcome, results: Iterator[Any]) -> bool:
+        """Take one outcome's results from the script; True if a write met a passing refusal."""
         passing = False
         refused: OutgoingReply | None = None
         if o.reply is not None:
             result = next(results)
             if not isinstance(result, Exception):
-                ttl_streams.add(o.reply.stream)
                 o.reply = None
             elif _transient(result):
                 passing, o.refusal = True, _code(result)
@@ -348,25 +398,6 @@ class Transport:
         log.error("dead-letter stream %s refuses writes (%s): entry %s acknowledged without a record",
                   self.dead_letter_stream, error, o.entry_id)  # fmt: skip
         o.dead, o.dead_lost = None, str(error)
-
-    async def _finish(self, ttl_streams: set[str], acks: list[str]) -> None:
-        """Refresh the TTL of reply streams just written to, and acknowledge what is settled."""
-        self._ttl_owed |= ttl_streams  # kept until confirmed: a settle retried after a lost answer owes them
-        if not self._ttl_owed and not acks:
-            return
-        owed = list(self._ttl_owed)
-        pipe = self.client.pipeline(transaction=False)
-        for stream in owed:
-            pipe.expire(stream, self.reply_ttl_s)
-        if acks:
-            pipe.xack(self.stream, self.group, *acks)
-        results = await pipe.execute(raise_on_error=False)
-        for stream, result in zip(owed, results, strict=False):
-            if not isinstance(result, Exception):
-                self._ttl_owed.discard(stream)
-        for result in results:
-            if isinstance(result, Exception):  # the entries stay pending and are processed again
-                log.warning("acknowledging or refreshing reply TTLs failed: %s", result)
 
     def _dead_fields(self, letter: DeadLetter) -> dict[Any, Any]:
         fields: dict[Any, Any] = {

@@ -1,0 +1,141 @@
+"""The worker's hot path alone: drain a waiting backlog in-process, optionally under cProfile.
+
+A private redis-server gets N request entries (float32[1, D], written by a raw pipeline so that the
+producer costs nothing while the worker runs); then one ``Worker`` in this process, serving a numpy
+engine (y = 2x, free next to the worker's own work), drains them. The figure is requests/s from the
+worker's start until every entry is acknowledged. With ``--profile FILE`` the worker's event loop runs
+under cProfile and the top functions are printed (cumulative and own time), for the cost by stage.
+
+Usage::
+
+    python -m benchmarks.hotpath --requests 20000 --rounds 3 [--profile /tmp/hot.prof] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import redis
+
+from redis_infer_protocol.codec import encode_request
+from worker.config import load_settings
+from worker.engines.base import ExecutionSlot, ModelInfo, Shapes, TensorSpec
+from worker.runner import serve
+from worker.service import Worker
+from worker.testing import redis_server
+
+
+class Doubler:
+    """y = 2x on FP32 [N, D]: an engine that costs next to nothing, so the worker's path is what is timed."""
+
+    def __init__(self, dim: int, max_batch: int) -> None:
+        spec = TensorSpec("x", "FP32", (-1, dim))
+        self._info = ModelInfo("bench", (spec,), (TensorSpec("y", "FP32", (-1, dim)),), max_batch_size=max_batch)
+        self._slots = [_DoublerSlot()]
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def slots(self) -> Sequence[ExecutionSlot]:
+        return self._slots
+
+    def close(self) -> None:
+        pass
+
+
+class _DoublerSlot:
+    def __init__(self) -> None:
+        self.x = np.empty((0, 0), np.float32)
+
+    def stage(self, shapes: Shapes) -> dict[str, np.ndarray[Any, Any]]:
+        self.x = np.empty(shapes["x"], np.float32)
+        return {"x": self.x}
+
+    async def run(self) -> Mapping[str, np.ndarray[Any, Any]]:
+        return {"y": self.x * 2}
+
+
+def fill(url: str, requests: int, dim: int) -> None:
+    """Write ``requests`` entries to the default request stream."""
+    client = redis.Redis.from_url(url)
+    x = np.ones((1, dim), np.float32)
+    for start in range(0, requests, 500):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(requests, start + 500)):
+            pipe.xadd("infer:requests", encode_request(f"r{i}", "infer:reply:bench", "bench", {"x": x}))  # type: ignore[arg-type]
+        pipe.execute()
+    client.close()
+
+
+async def drain(url: str, requests: int, dim: int, batch: int, profiler: cProfile.Profile | None) -> float:
+    """Seconds one in-process worker takes to answer and acknowledge ``requests`` waiting entries."""
+    settings = load_settings(
+        check_env=False,
+        redis={"url": url},
+        model={"path": "unused.onnx"},
+        streams={"block_ms": 50, "read_count": batch},
+        batch={"max_size": batch, "max_delay_ms": 2},
+        recovery={"enabled": False},
+    )
+    holder: list[Worker] = []
+    task = asyncio.create_task(serve(settings, url, Doubler(dim, batch), install_signals=False,
+                                     on_ready=holder.append))  # fmt: skip
+    while not holder:
+        await asyncio.sleep(0.001)
+    worker = holder[0]
+    start = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    while worker.stats.ok < requests and not task.done():
+        await asyncio.sleep(0.002)
+    while worker.reader.room() < worker.max_queued and not task.done():  # the last acks
+        await asyncio.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+    worker.stop()
+    await task
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", help="write a cProfile of the last round here and print its top")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    rates = []
+    for round_ in range(args.rounds):
+        with redis_server() as url:
+            fill(url, args.requests, args.dim)
+            profiler = cProfile.Profile() if args.profile and round_ == args.rounds - 1 else None
+            seconds = asyncio.run(drain(url, args.requests, args.dim, args.batch, profiler))
+        rates.append(args.requests / seconds)
+        print(f"round {round_ + 1}: {rates[-1]:,.0f} req/s")
+        if profiler is not None:
+            profiler.dump_stats(args.profile)
+            stats = pstats.Stats(profiler).sort_stats("tottime")
+            stats.print_stats(25)
+    print(f"median {statistics.median(rates):,.0f} req/s")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"requests": args.requests, "dim": args.dim, "batch": args.batch, "rates": rates}, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
