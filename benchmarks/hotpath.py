@@ -17,10 +17,12 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,8 +80,18 @@ def fill(url: str, requests: int, dim: int) -> None:
     client.close()
 
 
-async def drain(url: str, requests: int, dim: int, batch: int, profiler: cProfile.Profile | None) -> float:
-    """Seconds one in-process worker takes to answer and acknowledge ``requests`` waiting entries."""
+def redis_cpu_s(url: str) -> float:
+    """CPU seconds redis-server has used so far (user + system, from /proc)."""
+    client = redis.Redis.from_url(url)
+    pid = int(client.info("server")["process_id"])
+    client.close()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drain(url: str, requests: int, dim: int, batch: int, profiler: cProfile.Profile | None) -> dict[str, float]:
+    """One in-process worker answers and acknowledges ``requests`` waiting entries: seconds it took, and
+    the CPU seconds of this process and of redis-server meanwhile."""
     settings = load_settings(
         check_env=False,
         redis={"url": url},
@@ -94,19 +106,20 @@ async def drain(url: str, requests: int, dim: int, batch: int, profiler: cProfil
     while not holder:
         await asyncio.sleep(0.001)
     worker = holder[0]
-    start = time.perf_counter()
+    start, cpu, server_cpu = time.perf_counter(), time.process_time(), redis_cpu_s(url)
     if profiler is not None:
         profiler.enable()
     while worker.stats.ok < requests and not task.done():
         await asyncio.sleep(0.002)
     while worker.reader.room() < worker.max_queued and not task.done():  # the last acks
         await asyncio.sleep(0.001)
-    elapsed = time.perf_counter() - start
+    result = {"seconds": time.perf_counter() - start, "worker_cpu_s": time.process_time() - cpu,
+              "redis_cpu_s": redis_cpu_s(url) - server_cpu}  # fmt: skip
     if profiler is not None:
         profiler.disable()
     worker.stop()
     await task
-    return elapsed
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,14 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a cProfile of the last round here and print its top")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    rates = []
+    rates, runs = [], []
     for round_ in range(args.rounds):
         with redis_server() as url:
             fill(url, args.requests, args.dim)
             profiler = cProfile.Profile() if args.profile and round_ == args.rounds - 1 else None
-            seconds = asyncio.run(drain(url, args.requests, args.dim, args.batch, profiler))
-        rates.append(args.requests / seconds)
-        print(f"round {round_ + 1}: {rates[-1]:,.0f} req/s")
+            run = asyncio.run(drain(url, args.requests, args.dim, args.batch, profiler))
+        runs.append(run)
+        rates.append(args.requests / run["seconds"])
+        print(f"round {round_ + 1}: {rates[-1]:,.0f} req/s; per request: worker CPU "
+              f"{run['worker_cpu_s'] / args.requests * 1e6:.1f} us, redis-server CPU "
+              f"{run['redis_cpu_s'] / args.requests * 1e6:.1f} us")  # fmt: skip
         if profiler is not None:
             profiler.dump_stats(args.profile)
             stats = pstats.Stats(profiler).sort_stats("tottime")
@@ -133,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median {statistics.median(rates):,.0f} req/s")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"requests": args.requests, "dim": args.dim, "batch": args.batch, "rates": rates}, out)
+            json.dump(
+                {"requests": args.requests, "dim": args.dim, "batch": args.batch, "rates": rates, "runs": runs}, out
+            )
     return 0
 
 

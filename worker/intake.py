@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from redis_infer_protocol.batchcodec import RequestDecoder
 from redis_infer_protocol.codec import (
     CodecError,
     Limits,
@@ -109,6 +110,9 @@ class Intake:
         self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
         self._datatypes = {spec.name: spec.datatype for spec in info.inputs}
+        # Headers (model, inputs' names, datatypes and shapes, outputs) validated once, with the rows and
+        # batching signature they give: an entry repeating one is not validated again.
+        self._decoder: RequestDecoder[tuple[int, Signature]] = RequestDecoder(self.limits)
 
     def admit(
         self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None, server_now_ns: int | None = None
@@ -117,10 +121,16 @@ class Intake:
         trust in the entry id's time)."""
         timing = Timing(enqueued_ns=entry_time_ns(entry_id, server_now_ns), read_ns=read_ns or time.time_ns())
         try:
-            request = decode_request(fields, self.limits, self._datatypes)
+            request, known, key = self._decoder.lookup(fields)
+            if request is None:
+                request = decode_request(fields, self.limits, self._datatypes)
             if not self.may_reply_to(request.reply_to):
                 raise CodecError(f"reply_to {request.reply_to!r} is not a reply stream", Status.INVALID_ARGUMENT)
-            rows, signature = self._check(request)
+            if known is None:
+                known = self._check(request)
+                if key is not None:
+                    self._decoder.remember(key, request, known)
+            rows, signature = known
         except CodecError as exc:
             request_id, reply_to = self.envelope(fields)
             return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)

@@ -72,12 +72,6 @@ class Write:
     fields: Sequence[bytes]  # name, value, name, value...
 
 
-def _bulk(parts: list[bytes], value: bytes) -> None:
-    parts.append(b"$%d\r\n" % len(value))
-    parts.append(value)
-    parts.append(b"\r\n")
-
-
 def pack(
     entry_ids: Sequence[str],
     writes: Sequence[Write],
@@ -95,24 +89,14 @@ def pack(
     Only the request and dead-letter streams are declared keys: a declared key needs read access under
     an ACL, and the worker's user may only write reply streams (``redis_infer_protocol/acl.py``).
     """
-    head = [b"2", stream.encode(), dead_stream.encode(), group.encode(), b"%d" % reply_maxlen,
-            b"%d" % reply_ttl_s, b"%d" % dead_maxlen, b"%d" % len(entry_ids), b"%d" % len(writes)]  # fmt: skip
-    args = 2 + len(head) + len(entry_ids) + sum(4 + len(w.fields) for w in writes)
-    parts: list[bytes] = [b"*%d\r\n" % args]
-    _bulk(parts, b"EVAL" if load else b"EVALSHA")
-    _bulk(parts, SCRIPT if load else SHA)
-    for value in head:
-        _bulk(parts, value)
-    for entry_id in entry_ids:
-        _bulk(parts, entry_id.encode())
+    values = [b"EVAL" if load else b"EVALSHA", SCRIPT if load else SHA, b"2", stream.encode(), dead_stream.encode(),
+              group.encode(), b"%d" % reply_maxlen, b"%d" % reply_ttl_s, b"%d" % dead_maxlen, b"%d" % len(entry_ids),
+              b"%d" % len(writes)]  # fmt: skip
+    values += [entry_id.encode() for entry_id in entry_ids]
     for w in writes:
-        _bulk(parts, b"%d" % w.entry)
-        _bulk(parts, b"d" if w.dead else b"r")
-        _bulk(parts, w.key.encode())
-        _bulk(parts, b"%d" % len(w.fields))
-        for value in w.fields:
-            _bulk(parts, value)
-    return b"".join(parts)
+        values += (b"%d" % w.entry, b"d" if w.dead else b"r", w.key.encode(), b"%d" % len(w.fields))
+        values += w.fields
+    return b"".join([b"*%d\r\n" % len(values), *[b"$%d\r\n%b\r\n" % (len(v), v) for v in values]])
 
 
 def failures(answer: object) -> tuple[dict[int, str], str | None]:

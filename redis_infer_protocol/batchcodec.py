@@ -1,0 +1,220 @@
+"""The codec batch at a time: requests sharing a header decoded with one validation, replies encoded in one pass.
+
+Same wire format and same results as :func:`codec.decode_request` and :func:`codec.encode_reply` (the
+tests compare them field for field and byte for byte); only the per-request work is smaller:
+
+- :class:`RequestDecoder` remembers each *header* it has seen validated (model, version, requested
+  outputs, and every input's name, datatype and full shape). An entry repeating a known header needs
+  only its envelope, its ``timeout_ms``/``priority`` and the length of each tensor's data checked before
+  its arrays are made (``np.frombuffer`` views, as ever). Anything unusual (parameters, BYTES tensors, a
+  header not seen yet, a wrong data length) goes to the full decoder, which gives the precise error.
+- :func:`encode_ok_replies` encodes the OK replies of one batch: each output is converted to wire bytes
+  once for the whole batch, the constant parts of the body are packed once, and each reply's body is
+  a join of byte strings.
+
+Imports only numpy and msgpack, like the codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgpack
+import numpy as np
+
+from redis_infer_protocol.codec import (
+    BYTES,
+    DATATYPES,
+    PROTOCOL_VERSION,
+    Limits,
+    Request,
+    Status,
+    Timing,
+    _int,
+    _optional_positive_int,
+    _unpack,
+    datatype_of,
+    encode_tensor,
+)
+from redis_infer_protocol.limits import MAX_REPLY_TO_BYTES, MAX_REQUEST_ID_BYTES
+
+__all__ = ["Header", "RequestDecoder", "encode_ok_replies"]
+
+T = TypeVar("T")
+HeaderKey = tuple[Any, ...]
+_VERSION = str(PROTOCOL_VERSION).encode()
+_SIMPLE_BODY_KEYS = frozenset({"model", "model_version", "inputs", "outputs", "timeout_ms", "priority"})
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a validated header fixes for every request that repeats it."""
+
+    tensors: tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]  # name, dtype, shape, data bytes
+    model: str
+    model_version: str | None
+    outputs: tuple[str, ...] | None
+
+
+class RequestDecoder(Generic[T]):
+    """Decodes request entries whose header was validated before without validating it again.
+
+    ``lookup`` gives ``(request, extra, None)`` for a known header (``extra``: what the caller stored
+    with ``remember``, e.g. the batching signature); ``(None, None, key)`` for a new one, which the
+    caller decodes with the full decoder and then ``remember``s under ``key`` if it was valid; and
+    ``(None, None, None)`` for an entry the fast path does not handle.
+
+    Args:
+        limits: decode limits (the body size and container budget are checked on every entry).
+        max_headers: distinct headers remembered; past it the memory is cleared (a producer cycling
+            through shapes only costs the full decoder, never memory).
+    """
+
+    def __init__(self, limits: Limits, max_headers: int = 1024) -> None:
+        self.limits = limits
+        self.max_headers = max_headers
+        self._known: dict[HeaderKey, tuple[Header, T]] = {}
+
+    def lookup(self, fields: Mapping[Any, Any]) -> tuple[Request | None, T | None, HeaderKey | None]:
+        """Decode ``fields`` if its header is known. Raises ``CodecError`` as the full decoder would for a
+        body that is not valid msgpack, too large, or a bad ``timeout_ms``/``priority``."""
+        rid, reply_to, raw = fields.get(b"id"), fields.get(b"reply_to"), fields.get(b"body")
+        if fields.get(b"v") != _VERSION or not isinstance(raw, bytes) or not isinstance(rid, bytes):
+            return None, None, None
+        if not rid or not reply_to or len(rid) > MAX_REQUEST_ID_BYTES or len(reply_to) > MAX_REPLY_TO_BYTES:
+            return None, None, None
+        try:
+            request_id, reply_text = rid.decode(), reply_to.decode()
+        except (UnicodeDecodeError, AttributeError):
+            return None, None, None
+        body = _unpack(raw, self.limits)
+        key = _header_key(body)
+        if key is None:
+            return None, None, None
+        known = self._known.get(key)
+        if known is None:
+            return None, None, key
+        header, extra = known
+        inputs = _arrays(header, body["inputs"])
+        if inputs is None:
+            return None, None, None
+        request = Request(
+            id=request_id,
+            reply_to=reply_text,
+            model=header.model,
+            model_version=header.model_version,
+            inputs=inputs,
+            timeout_ms=_optional_positive_int(body.get("timeout_ms"), "timeout_ms"),
+            priority=_int(body.get("priority", 0), "priority"),
+            outputs=header.outputs,
+        )
+        return request, extra, None
+
+    def remember(self, key: HeaderKey, request: Request, extra: T) -> None:
+        """Store a header the full decoder (and the caller's checks) accepted, with the caller's ``extra``."""
+        if len(self._known) >= self.max_headers:
+            self._known.clear()
+        tensors = tuple((name, arr.dtype, arr.shape, arr.nbytes) for name, arr in request.inputs.items())
+        self._known[key] = (Header(tensors, request.model, request.model_version, request.outputs), extra)
+
+
+def _header_key(body: dict[str, Any]) -> HeaderKey | None:
+    """The header of a body as a hashable key, or None when the body is not of the simple kind."""
+    if not body.keys() <= _SIMPLE_BODY_KEYS:
+        return None
+    inputs, outputs = body.get("inputs"), body.get("outputs")
+    if not isinstance(inputs, list) or (outputs is not None and not isinstance(outputs, list)):
+        return None
+    tensors = []
+    for tensor in inputs:
+        if not isinstance(tensor, dict):
+            return None
+        shape, datatype = tensor.get("shape"), tensor.get("datatype")
+        # type() is, not isinstance: True == 1 and 1.0 == 1 hash alike, but only ints are valid dims.
+        if not isinstance(shape, list) or datatype == BYTES or any(type(dim) is not int for dim in shape):
+            return None
+        tensors.append((tensor.get("name"), datatype, tuple(shape)))
+    out_key = None if outputs is None else tuple(outputs)
+    model, version = body.get("model"), body.get("model_version")
+    if type(model) is not str or (version is not None and type(version) is not str):
+        return None
+    return (model, version, out_key, tuple(tensors))
+
+
+def _arrays(header: Header, tensors: list[dict[str, Any]]) -> dict[str, np.ndarray[Any, Any]] | None:
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for (name, dtype, shape, nbytes), tensor in zip(header.tensors, tensors, strict=True):
+        data = tensor.get("data")
+        if not isinstance(data, bytes) or len(data) != nbytes:
+            return None  # the full decoder names the problem
+        inputs[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return inputs
+
+
+# -------------------------------------------------------------------------------------------- replies
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_ok_replies(
+    request_ids: Sequence[str],
+    rows: Sequence[int],
+    outputs: Mapping[str, np.ndarray[Any, Any]],
+    wanted: Sequence[tuple[str, ...] | None],
+    timings: Sequence[Timing],
+    *,
+    model: str,
+    worker: str,
+) -> list[dict[str, bytes]]:
+    """The OK replies of one batch, as ``encode_reply`` would encode each (byte for byte).
+
+    Args:
+        request_ids: each request's id, in batch order.
+        rows: each request's rows (they follow each other in the outputs, dim 0).
+        outputs: the batch's outputs, batch dimension first.
+        wanted: each request's requested outputs (None: all, in ``outputs`` order).
+        timings: each request's timing trace.
+        model: the model name written in the replies.
+        worker: the worker name written in the replies.
+    """
+    batch_size = sum(rows)
+    parts: dict[str, tuple[bytes, list[int], int, bytes] | None] = {}
+    for name, arr in outputs.items():
+        datatype = datatype_of(arr.dtype)
+        if datatype == BYTES:
+            parts[name] = None  # variable-length elements: encoded per reply
+            continue
+        wire = np.ascontiguousarray(arr, dtype=DATATYPES[datatype])
+        row_bytes = wire[0:1].nbytes if len(wire) else 0
+        head = b"\x84" + _pack("name") + _pack(name) + _pack("datatype") + _pack(datatype) + _pack("shape")
+        parts[name] = (head, list(wire.shape[1:]), row_bytes, wire.tobytes())
+    status = b"\x86" + _pack("status") + _pack(Status.OK.value) + _pack("outputs")
+    middle = _pack("model") + _pack(model) + _pack("timing")
+    tail = _pack("worker") + _pack(worker) + _pack("batch_size") + _pack(batch_size)
+    version = str(PROTOCOL_VERSION).encode()
+    data_key = _pack("data")
+    replies = []
+    offset = 0
+    for request_id, count, names, timing in zip(request_ids, rows, wanted, timings, strict=True):
+        chosen = names or tuple(outputs)
+        body = [status, _array_head(len(chosen))]
+        for name in chosen:
+            part = parts[name]
+            if part is None:
+                body.append(_pack(encode_tensor(name, outputs[name][offset : offset + count])))
+                continue
+            head, rest, row_bytes, data = part
+            chunk = data[offset * row_bytes : (offset + count) * row_bytes]
+            body += (head, _pack([count, *rest]), data_key, _pack(chunk))
+        body += (middle, _pack(timing.as_dict()), tail)
+        offset += count
+        replies.append({"v": version, "id": request_id.encode(), "body": b"".join(body)})
+    return replies
+
+
+def _array_head(length: int) -> bytes:
+    return bytes([0x90 | length]) if length < 16 else b"\xdc" + length.to_bytes(2, "big")
