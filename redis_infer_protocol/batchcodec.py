@@ -132,9 +132,11 @@ def _header_key(body: dict[str, Any]) -> HeaderKey | None:
         if not isinstance(tensor, dict):
             return None
         shape, datatype = tensor.get("shape"), tensor.get("datatype")
-        # type() is, not isinstance: True == 1 and 1.0 == 1 hash alike, but only ints are valid dims.
-        if not isinstance(shape, list) or datatype == BYTES or any(type(dim) is not int for dim in shape):
+        if not isinstance(shape, list) or datatype == BYTES:
             return None
+        for dim in shape:  # type() is, not isinstance: True == 1 and 1.0 == 1 hash alike; only ints are dims
+            if type(dim) is not int:
+                return None
         tensors.append((tensor.get("name"), datatype, tuple(shape)))
     out_key = None if outputs is None else tuple(outputs)
     model, version = body.get("model"), body.get("model_version")

@@ -57,6 +57,8 @@ class Rejection:
     dead_letter: bool = False  # also dead-letter it (always when there is nobody to reply to)
 
 
+MAX_REPLY_VERDICTS = 4096  # reply streams whose verdict is remembered; past it the memory is cleared
+
 # How far an entry id's time may run ahead of the server's clock (as estimated at read) before it is
 # not believed: a producer may XADD with an explicit id, and a future one would push its deadline away.
 FUTURE_ID_TOLERANCE_NS = 1_000_000_000
@@ -113,6 +115,7 @@ class Intake:
         # Headers (model, inputs' names, datatypes and shapes, outputs) validated once, with the rows and
         # batching signature they give: an entry repeating one is not validated again.
         self._decoder: RequestDecoder[tuple[int, Signature]] = RequestDecoder(self.limits)
+        self._reply_verdicts: dict[str, bool] = {}  # may_reply_to's answers (a few reply streams, many requests)
 
     def admit(
         self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None, server_now_ns: int | None = None
@@ -140,9 +143,15 @@ class Intake:
     def may_reply_to(self, key: str) -> bool:
         """Whether replies may be written to ``key``: the one rule, applied on every path (the transport
         applies it again before each reply write and TTL)."""
-        # A bare prefix is no reply stream: under a tenant's prefix it would be shared by nobody's ACL.
-        allowed = any(key.startswith(p) and len(key) > len(p) for p in self.reply_prefixes)
-        return allowed and key not in self.forbidden_reply_to
+        verdict = self._reply_verdicts.get(key)
+        if verdict is None:
+            # A bare prefix is no reply stream: under a tenant's prefix it would be shared by nobody's ACL.
+            allowed = any(key.startswith(p) and len(key) > len(p) for p in self.reply_prefixes)
+            verdict = allowed and key not in self.forbidden_reply_to
+            if len(self._reply_verdicts) >= MAX_REPLY_VERDICTS:
+                self._reply_verdicts.clear()
+            self._reply_verdicts[key] = verdict
+        return verdict
 
     def envelope(self, fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
         """(request id, reply_to) of an entry that is answered without being decoded (poison, a bug);

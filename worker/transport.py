@@ -108,7 +108,18 @@ def _text(value: Any) -> str:
 
 
 def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
+    return value if type(value) is bytes else str(value).encode()
+
+
+def _flat(fields: Mapping[Any, Any]) -> list[bytes]:
+    """name, value, name, value... as bytes, for the settle script."""
+    flat: list[bytes] = []
+    for name, value in fields.items():
+        flat += (_NAMES.get(name) or _bytes(name), value if type(value) is bytes else _bytes(value))
+    return flat
+
+
+_NAMES = {name: name.encode() for name in ("v", "id", "body")}  # a reply's fields
 
 
 def _refusal(message: str) -> rexc.ResponseError:
@@ -320,11 +331,11 @@ class Transport:
         writes: list[settle_script.Write] = []
         for index, o in enumerate(todo, start=1):
             if o.reply is not None:
-                fields = [_bytes(v) for pair in o.reply.fields.items() for v in pair]
-                writes.append(settle_script.Write(index, o.reply.stream, False, fields))
+                writes.append(settle_script.Write(index, o.reply.stream, False, _flat(o.reply.fields)))
             if o.dead is not None:
-                fields = [_bytes(v) for pair in self._dead_fields(o.dead).items() for v in pair]
-                writes.append(settle_script.Write(index, self.dead_letter_stream, True, fields))
+                writes.append(
+                    settle_script.Write(index, self.dead_letter_stream, True, _flat(self._dead_fields(o.dead)))
+                )
         return writes
 
     async def _run_script(self, todo: Sequence[Outcome], writes: list[settle_script.Write]) -> dict[int, str]:
