@@ -99,6 +99,11 @@ def pack(
     return b"".join([b"*%d\r\n" % len(values), *[b"$%d\r\n%b\r\n" % (len(v), v) for v in values]])
 
 
+def command(args: Sequence[bytes]) -> bytes:
+    """The RESP bytes of any command."""
+    return b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%b\r\n" % (len(v), v) for v in args]])
+
+
 def failures(answer: object) -> tuple[dict[int, str], str | None]:
     """The script's answer read: {0-based write index: error message}, and the XACK error if any."""
     if not isinstance(answer, list) or not answer:

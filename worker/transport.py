@@ -255,20 +255,26 @@ class Transport:
         A pending entry whose data was trimmed away comes back with empty fields. Fields other than the
         protocol's are dropped here.
         """
-        reply = await self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: after or ">"}, count=count,
-            block=None if after else block_ms,
-        )  # fmt: skip
-        return self._entries(reply)
+        block = () if after else (b"BLOCK", b"%d" % block_ms)
+        command = (b"XREADGROUP", b"GROUP", self.group.encode(), self.consumer.encode(), b"COUNT", b"%d" % count,
+                   *block, b"STREAMS", self.stream.encode(), (after or ">").encode())  # fmt: skip
+        return self._entries(await self._call(settle_script.command(command)))
 
     def _entries(self, reply: Any) -> list[Entry]:
+        """The entries of a raw XREADGROUP answer (field names and values as flat lists)."""
         entries: list[Entry] = []
         streams: Any = reply or []
         if isinstance(streams, dict):  # RESP3 replies are keyed by stream
             streams = list(streams.items())
         for _stream, items in streams:
-            for entry_id, fields in items:
-                entries.append((_text(entry_id), self._protocol_fields(fields)))
+            for entry_id, flat in items:
+                if flat is None:  # a pending entry whose data was trimmed or deleted
+                    entries.append((_text(entry_id), {}))
+                    continue
+                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else dict(flat)
+                if not fields.keys() <= PROTOCOL_FIELDS:
+                    fields = self._protocol_fields(fields)
+                entries.append((_text(entry_id), fields))
         return entries
 
     def _protocol_fields(self, fields: Any) -> dict[bytes, bytes]:
@@ -301,11 +307,15 @@ class Transport:
         memory, read-only...), reduced to what is still to write: the caller retries them after a
         backoff; until then they stay pending.
         """
-        todo, retry = list(outcomes), []
+        todo, retry = list(outcomes), list[Outcome]()
         while todo:
             self._gate(todo)
             writes = self._writes(todo)
             failed = await self._run_script(todo, writes)
+            if not failed:  # the usual case: everything written and acknowledged
+                for o in todo:
+                    o.dead_written, o.reply, o.dead = o.dead_written or o.dead is not None, None, None
+                return retry
             results = iter([_refusal(failed[i]) if i in failed else True for i in range(len(writes))])
             unacked = {writes[i].entry for i in failed}  # the script acked every other entry
             again: list[Outcome] = []
