@@ -45,6 +45,7 @@ __all__ = ["Header", "RequestDecoder", "encode_ok_replies"]
 T = TypeVar("T")
 HeaderKey = tuple[Any, ...]
 _VERSION = str(PROTOCOL_VERSION).encode()
+TEMPLATES_PER_HEADER = 4  # byte templates tried per header (a producer varying timeout_ms gets none to match)
 _SIMPLE_BODY_KEYS = frozenset({"model", "model_version", "inputs", "outputs", "timeout_ms", "priority"})
 
 
@@ -76,6 +77,8 @@ class RequestDecoder(Generic[T]):
         self.limits = limits
         self.max_headers = max_headers
         self._known: dict[HeaderKey, tuple[Header, T]] = {}
+        self._templates: dict[int, list[_Template[T]]] = {}  # by body length
+        self._template_tries: dict[HeaderKey, int] = {}
 
     def lookup(self, fields: Mapping[Any, Any]) -> tuple[Request | None, T | None, HeaderKey | None]:
         """Decode ``fields`` if its header is known. Raises ``CodecError`` as the full decoder would for a
@@ -89,6 +92,9 @@ class RequestDecoder(Generic[T]):
             request_id, reply_text = rid.decode(), reply_to.decode()
         except (UnicodeDecodeError, AttributeError):
             return None, None, None
+        for template in self._templates.get(len(raw), ()):
+            if template.matches(raw):
+                return template.request(raw, request_id, reply_text), template.extra, None
         body = _unpack(raw, self.limits)
         key = _header_key(body)
         if key is None:
@@ -110,14 +116,76 @@ class RequestDecoder(Generic[T]):
             priority=_int(body.get("priority", 0), "priority"),
             outputs=header.outputs,
         )
+        if self._template_tries.get(key, 0) < TEMPLATES_PER_HEADER:
+            self._template_tries[key] = self._template_tries.get(key, 0) + 1
+            self._add_template(raw, body, header, extra, request)
         return request, extra, None
+
+    def _add_template(self, raw: bytes, body: dict[str, Any], header: Header, extra: T, request: Request) -> None:
+        """Remember the bytes of ``raw`` around its tensors' data: a body equal to them outside the data
+        parses to the same (validated) header and parameters, so it needs no parsing at all."""
+        segments: list[tuple[int, bytes]] = []
+        places: list[int] = []
+        pos = 0
+        for (_name, _dtype, _shape, nbytes), tensor in zip(header.tensors, body["inputs"], strict=True):
+            data = tensor["data"]
+            framed = _pack(data)  # the bin header, then the data
+            found = raw.find(framed, pos)
+            if not nbytes or found < 0:
+                return
+            start = found + len(framed) - nbytes
+            segments.append((pos, raw[pos:start]))
+            places.append(start)
+            pos = start + nbytes
+        segments.append((pos, raw[pos:]))
+        # Check the places: with every data region flipped, the body must parse to the same thing with
+        # flipped data (packed again, so that 1 and True, 1 and 1.0, differ).
+        flipped = bytearray(raw)
+        expected = dict(body, inputs=[dict(t) for t in body["inputs"]])
+        for start, (_n, _d, _s, nbytes), tensor in zip(places, header.tensors, expected["inputs"], strict=True):
+            tensor["data"] = flipped[start : start + nbytes] = (
+                np.frombuffer(raw, np.uint8, nbytes, start) ^ 0xFF
+            ).tobytes()
+        if _pack(_unpack(bytes(flipped), self.limits)) != _pack(expected):
+            return
+        if sum(len(t) for t in self._templates.values()) >= self.max_headers:
+            self._templates.clear()
+        template = _Template(tuple(segments), tuple(places), header, extra, request.timeout_ms, request.priority)
+        self._templates.setdefault(len(raw), []).append(template)
 
     def remember(self, key: HeaderKey, request: Request, extra: T) -> None:
         """Store a header the full decoder (and the caller's checks) accepted, with the caller's ``extra``."""
         if len(self._known) >= self.max_headers:
             self._known.clear()
+            self._templates.clear()
+            self._template_tries.clear()
         tensors = tuple((name, arr.dtype, arr.shape, arr.nbytes) for name, arr in request.inputs.items())
         self._known[key] = (Header(tensors, request.model, request.model_version, request.outputs), extra)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template(Generic[T]):
+    """A validated body's bytes outside its tensors' data, and what they decode to."""
+
+    segments: tuple[tuple[int, bytes], ...]  # (offset, the bytes there) around the data regions
+    places: tuple[int, ...]  # where each tensor's data starts
+    header: Header
+    extra: T
+    timeout_ms: int | None
+    priority: int
+
+    def matches(self, raw: bytes) -> bool:
+        return all(raw.startswith(constant, offset) for offset, constant in self.segments)
+
+    def request(self, raw: bytes, request_id: str, reply_to: str) -> Request:
+        inputs = {
+            name: np.frombuffer(raw, dtype=dtype, count=nbytes // dtype.itemsize, offset=start).reshape(shape)
+            for start, (name, dtype, shape, nbytes) in zip(self.places, self.header.tensors, strict=True)
+        }
+        header = self.header
+        return Request(id=request_id, reply_to=reply_to, model=header.model, model_version=header.model_version,
+                       inputs=inputs, timeout_ms=self.timeout_ms, priority=self.priority,
+                       outputs=header.outputs)  # fmt: skip
 
 
 def _header_key(body: dict[str, Any]) -> HeaderKey | None:

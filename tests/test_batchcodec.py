@@ -81,6 +81,31 @@ def test_a_known_header_decodes_as_the_full_decoder_does() -> None:
     assert request.inputs["x"].dtype == full.inputs["x"].dtype and not request.inputs["x"].flags.owndata
 
 
+def test_a_body_repeating_a_known_one_outside_its_data_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis_infer_protocol.batchcodec as batchcodec
+
+    decoder: RequestDecoder[str] = RequestDecoder(DEFAULT_LIMITS)
+    x = np.zeros((2, 3), np.float32)
+    first = _wire(encode("r0", "infer:reply:x", "m", {"x": x, "z": x[:, :1].astype(np.int64)}, timeout_ms=70))
+    _, _, key = decoder.lookup(first)
+    assert key is not None
+    decoder.remember(key, decode_request(first), "checked")
+    decoder.lookup(first)  # a known header: the decoder learns the bytes around the data
+    x2 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    later = _wire(encode("r2", "infer:reply:y", "m", {"x": x2, "z": np.array([[7], [8]], np.int64)}, timeout_ms=70))
+    monkeypatch.setattr(batchcodec, "_unpack", lambda *_a: pytest.fail("parsed"))
+    request, extra, _ = decoder.lookup(later)
+    assert request is not None and extra == "checked"
+    full = decode_request(later)
+    assert (request.id, request.reply_to, request.timeout_ms, request.priority) == ("r2", "infer:reply:y", 70, 0)
+    for name in ("x", "z"):
+        np.testing.assert_array_equal(request.inputs[name], full.inputs[name])
+        assert request.inputs[name].dtype == full.inputs[name].dtype
+    other = _wire(encode("r3", "infer:reply:y", "m", {"x": x2, "z": np.array([[7], [8]], np.int64)}, timeout_ms=71))
+    with pytest.raises(pytest.fail.Exception):  # another timeout: other bytes, parsed again
+        decoder.lookup(other)
+
+
 @pytest.mark.parametrize(
     "body",
     [
