@@ -46,6 +46,7 @@ T = TypeVar("T")
 HeaderKey = tuple[Any, ...]
 _VERSION = str(PROTOCOL_VERSION).encode()
 TEMPLATES_PER_HEADER = 4  # byte templates tried per header (a producer varying timeout_ms gets none to match)
+TEMPLATE_MAX_BODY_BYTES = 1 << 20  # larger bodies gain little next to their data, and a template costs copies
 _SIMPLE_BODY_KEYS = frozenset({"model", "model_version", "inputs", "outputs", "timeout_ms", "priority"})
 
 
@@ -116,7 +117,7 @@ class RequestDecoder(Generic[T]):
             priority=_int(body.get("priority", 0), "priority"),
             outputs=header.outputs,
         )
-        if self._template_tries.get(key, 0) < TEMPLATES_PER_HEADER:
+        if len(raw) <= TEMPLATE_MAX_BODY_BYTES and self._template_tries.get(key, 0) < TEMPLATES_PER_HEADER:
             self._template_tries[key] = self._template_tries.get(key, 0) + 1
             self._add_template(raw, body, header, extra, request)
         return request, extra, None
