@@ -80,6 +80,7 @@ class RequestDecoder(Generic[T]):
         self._known: dict[HeaderKey, tuple[Header, T]] = {}
         self._templates: dict[int, list[_Template[T]]] = {}  # by body length
         self._template_tries: dict[HeaderKey, int] = {}
+        self._template_count = 0
 
     def lookup(self, fields: Mapping[Any, Any]) -> tuple[Request | None, T | None, HeaderKey | None]:
         """Decode ``fields`` if its header is known. Raises ``CodecError`` as the full decoder would for a
@@ -149,8 +150,10 @@ class RequestDecoder(Generic[T]):
             ).tobytes()
         if _pack(_unpack(bytes(flipped), self.limits)) != _pack(expected):
             return
-        if sum(len(t) for t in self._templates.values()) >= self.max_headers:
-            self._templates.clear()
+        if self._template_count >= self.max_headers:
+            self._templates.clear()  # a counter, not a walk over the dict: a thread may clear it meanwhile
+            self._template_count = 0
+        self._template_count += 1
         template = _Template(tuple(segments), tuple(places), header, extra, request.timeout_ms, request.priority)
         self._templates.setdefault(len(raw), []).append(template)
 
