@@ -33,7 +33,9 @@ from worker.config import load_settings
 from worker.engines.base import ExecutionSlot, ModelInfo, Shapes, TensorSpec
 from worker.runner import serve
 from worker.service import Worker
+from worker.settle_script import Write, command
 from worker.testing import redis_server
+from worker.transport import Outcome, Transport
 
 
 class Doubler:
@@ -66,6 +68,50 @@ class _DoublerSlot:
 
     async def run(self) -> Mapping[str, np.ndarray[Any, Any]]:
         return {"y": self.x * 2}
+
+
+async def _pipeline_settle(self: Transport, todo: Sequence[Outcome], writes: list[Write]) -> dict[int, str]:
+    """Candidate (b) for the settle, for comparison only (``--settle pipeline``): the settle script's
+    writes as a hand-packed pipeline of XADDs, then a second round trip with the EXPIREs and the XACK of
+    the entries whose writes all succeeded (a pipeline carrying the XACK with the XADDs would ack an
+    entry whose XADD failed)."""
+    first = []
+    for w in writes:
+        if w.dead:
+            bound = (b"MAXLEN", b"%d" % self.dead_letters.maxlen) if self.dead_letters.maxlen else ()
+            first.append(command((b"XADD", self.dead_letter_stream.encode(), *bound, b"*", *w.fields)))
+        else:
+            first.append(command((b"XADD", w.key.encode(), b"MAXLEN", b"~", b"%d" % self.reply_maxlen, b"*",
+                                  *w.fields)))  # fmt: skip
+    answers = await _call_many(self, first)
+    failed = {i: str(a) for i, a in enumerate(answers) if isinstance(a, Exception)}
+    unacked = {writes[i].entry for i in failed}
+    streams = {w.key for i, w in enumerate(writes) if not w.dead and i not in failed}
+    acks = [o.entry_id.encode() for index, o in enumerate(todo, start=1) if index not in unacked]
+    second = [command((b"EXPIRE", key.encode(), b"%d" % self.reply_ttl_s)) for key in streams]
+    if acks:
+        second.append(command((b"XACK", self.stream.encode(), self.group.encode(), *acks)))
+    await _call_many(self, second)
+    return failed
+
+
+async def _call_many(transport: Transport, commands: list[bytes]) -> list[Any]:
+    pool = transport.client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    answers: list[Any] = []
+    try:
+        await conn.send_packed_command(b"".join(commands))
+        for _ in commands:
+            try:
+                answers.append(await conn.read_response())
+            except redis.ResponseError as exc:
+                answers.append(exc)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    return answers
 
 
 def fill(url: str, requests: int, dim: int) -> None:
@@ -130,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="write a cProfile of the last round here and print its top")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--settle", choices=("script", "pipeline"), default="script",
+                        help="pipeline: a hand-packed two-round-trip pipeline instead of the script")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.settle == "pipeline":
+        Transport._run_script = _pipeline_settle  # type: ignore[method-assign]
     rates, runs = [], []
     for round_ in range(args.rounds):
         with redis_server() as url:
@@ -150,7 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
-                {"requests": args.requests, "dim": args.dim, "batch": args.batch, "rates": rates, "runs": runs}, out
+                {
+                    "requests": args.requests,
+                    "dim": args.dim,
+                    "batch": args.batch,
+                    "settle": args.settle,
+                    "rates": rates,
+                    "runs": runs,
+                },
+                out,
             )
     return 0
 
