@@ -19,10 +19,11 @@ from worker.dispatcher import expired_rejection
 from worker.errors import NoGroup
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
 from worker.link import REDIS_ERRORS, Backoff, RedisLink
+from worker.maintenance import GroupMaintenance
 from worker.observability import Metrics, Stats
 from worker.publisher import Publisher
 from worker.recovery import Recovered
-from worker.transport import Entry, GroupMaintenance, Outcome, Transport
+from worker.transport import Entry, Outcome, Transport
 
 log = logging.getLogger(__name__)
 
