@@ -28,6 +28,7 @@ from redis_infer_protocol.codec import (
     BYTES,
     DATATYPES,
     PROTOCOL_VERSION,
+    TIMING_FIELDS,
     Limits,
     Request,
     Status,
@@ -256,7 +257,7 @@ def encode_ok_replies(
         worker: the worker name written in the replies.
     """
     batch_size = sum(rows)
-    parts: dict[str, tuple[bytes, list[int], int, bytes] | None] = {}
+    parts: dict[str, tuple[bytes, list[int], int, memoryview] | None] = {}
     for name, arr in outputs.items():
         datatype = datatype_of(arr.dtype)
         if datatype == BYTES:
@@ -265,29 +266,65 @@ def encode_ok_replies(
         wire = np.ascontiguousarray(arr, dtype=DATATYPES[datatype])
         row_bytes = wire[0:1].nbytes if len(wire) else 0
         head = b"\x84" + _pack("name") + _pack(name) + _pack("datatype") + _pack(datatype) + _pack("shape")
-        parts[name] = (head, list(wire.shape[1:]), row_bytes, wire.tobytes())
+        parts[name] = (head, list(wire.shape[1:]), row_bytes, memoryview(wire.tobytes()))
     status = b"\x86" + _pack("status") + _pack(Status.OK.value) + _pack("outputs")
     middle = _pack("model") + _pack(model) + _pack("timing")
     tail = _pack("worker") + _pack(worker) + _pack("batch_size") + _pack(batch_size)
     version = str(PROTOCOL_VERSION).encode()
-    data_key = _pack("data")
+    timing_of = _TimingPacker()
+    before_data: dict[tuple[str, int], bytes] = {}  # a tensor map's bytes up to its data, by name and rows
     replies = []
     offset = 0
     for request_id, count, names, timing in zip(request_ids, rows, wanted, timings, strict=True):
         chosen = names or tuple(outputs)
-        body = [status, _array_head(len(chosen))]
+        body: list[bytes | memoryview] = [status, _array_head(len(chosen))]
         for name in chosen:
             part = parts[name]
             if part is None:
                 body.append(_pack(encode_tensor(name, outputs[name][offset : offset + count])))
                 continue
             head, rest, row_bytes, data = part
-            chunk = data[offset * row_bytes : (offset + count) * row_bytes]
-            body += (head, _pack([count, *rest]), data_key, _pack(chunk))
-        body += (middle, _pack(timing.as_dict()), tail)
+            prefix = before_data.get((name, count))
+            if prefix is None:
+                prefix = before_data[name, count] = head + _pack([count, *rest]) + _DATA + _bin_head(count * row_bytes)
+            body += (prefix, data[offset * row_bytes : (offset + count) * row_bytes])
+        body += (middle, timing_of(timing), tail)
         offset += count
         replies.append({"v": version, "id": request_id.encode(), "body": b"".join(body)})
     return replies
+
+
+_DATA = _pack("data")
+_TIMING_KEYS = [_pack(name) for name in TIMING_FIELDS]
+
+
+class _TimingPacker:
+    """Packs timing traces as msgpack maps, remembering the packed form of each value (the requests of a
+    batch share most of them)."""
+
+    def __init__(self) -> None:
+        self._ints: dict[int, bytes] = {}
+
+    def __call__(self, timing: Timing) -> bytes:
+        ints = self._ints
+        parts = [b"\x86"]
+        values = (timing.enqueued_ns, timing.read_ns, timing.batched_ns, timing.compute_start_ns,
+                  timing.compute_end_ns, timing.published_ns)  # fmt: skip
+        for key, value in zip(_TIMING_KEYS, values, strict=True):
+            packed = ints.get(value)
+            if packed is None:
+                packed = ints[value] = _pack(value)
+            parts += (key, packed)
+        return b"".join(parts)
+
+
+def _bin_head(size: int) -> bytes:
+    """The msgpack bin header for ``size`` bytes (bin 8, 16 or 32, as msgpack packs bytes)."""
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 def _array_head(length: int) -> bytes:

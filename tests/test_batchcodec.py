@@ -42,6 +42,14 @@ def test_ok_replies_are_encode_reply_byte_for_byte(dtype: str, rows: list[int]) 
                                       batch_size=total)  # fmt: skip
 
 
+@pytest.mark.parametrize("width", [63, 64, 600, 16_384, 20_000])  # data of bin 8, 16 and 32 sizes
+def test_large_rows_too(width: int) -> None:
+    outputs = {"y": np.arange(3 * width, dtype="<f4").reshape(3, width)}
+    got = encode_ok_replies(["a", "b"], [1, 2], outputs, [None, None], [_timing(0), _timing(1)], model="m", worker="w")
+    assert got[1] == encode_reply("b", Status.OK, outputs={"y": outputs["y"][1:]}, model="m", timing=_timing(1),
+                                  worker="w", batch_size=3)  # fmt: skip
+
+
 def test_bytes_outputs_too() -> None:
     outputs = {"label": np.array([b"cat", b"", "dog"], dtype=object)}
     got = encode_ok_replies(["a", "b"], [2, 1], outputs, [None, None], [_timing(0), _timing(1)], model="m", worker="w")
