@@ -92,7 +92,9 @@ def test_a_reply_key_of_the_wrong_type_fails_alone_in_its_batch(
     with WorkerThread(redis_url, affine, **one_read()) as wt:
         replies = collect(redis_client, 10)
         wait_until(lambda: pending(redis_client) == 0, what="every entry acknowledged")
-        assert wt.worker is not None and wt.worker.stats.dead_lettered == 1
+        worker = wt.worker
+        assert worker is not None
+        wait_until(lambda: worker.stats.dead_lettered == 1, what="the dead letter counted")  # after the settle
     assert all(r.status is Status.OK for r in replies.values())
     (dead,) = redis_client.xrange(DEAD)
     assert b"WRONGTYPE" in dead[1][b"reason"] and dead[1][b"f:id"] == b"wrongtype"
@@ -139,3 +141,21 @@ def _settle_sha() -> str:
     from worker.settle_script import SHA
 
     return SHA.decode()
+
+
+def test_own_pending_entries_are_re_read_raw_even_with_their_data_deleted(
+    redis_url: str, redis_client: redis.Redis, affine: Path
+) -> None:
+    redis_client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    ids = [send(redis_client, "affine", {"x": rand(1, 4)}, request_id=f"p{i}") for i in range(4)]
+    redis_client.xreadgroup(GROUP, "w1", {STREAM: ">"})  # a previous life of w1 read them, then died
+    redis_client.xdel(STREAM, ids[1])
+    with WorkerThread(redis_url, affine, consumer="w1", **one_read()) as wt:
+        replies = collect(redis_client, 3)
+        wait_until(lambda: pending(redis_client) == 0, what="every entry acknowledged")
+        worker = wt.worker
+        assert worker is not None
+        wait_until(lambda: worker.stats.dead_lettered == 1, what="the dead letter counted")  # after the settle
+    assert sorted(replies) == ["p0", "p2", "p3"] and all(r.status is Status.OK for r in replies.values())
+    (dead,) = redis_client.xrange(DEAD)
+    assert dead[1][b"original_id"].decode() == ids[1] and b"entry data was deleted" in dead[1][b"reason"]
