@@ -68,7 +68,8 @@ WORKER_COMMANDS: Final = (
     "+info", "+time",
     "+xgroup|create", "+xreadgroup", "+xack", "+xclaim", "+xpending", "+xinfo|groups", "+xtrim", "+xadd",
     "+hset", "+hget", "+expire", "+del", "+exists",
-    # The consumer clean-up script (EVAL) runs under this user's ACL: EXISTS, XINFO CONSUMERS, XGROUP DELCONSUMER.
+    # The consumer clean-up script (EVAL) runs under this user's ACL: EXISTS, XINFO CONSUMERS, XGROUP DELCONSUMER;
+    # the settle script (EVALSHA, EVAL after NOSCRIPT): XADD, EXPIRE, XACK.
     "+eval", "+evalsha", "+xinfo|consumers", "+xgroup|delconsumer",
 )  # fmt: skip
 """What worker/transport.py sends (docs/operations.md lists why)."""

@@ -13,9 +13,9 @@ import redis
 
 from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
+from worker.maintenance import PendingEntry
 from worker.recovery import Recovered, Recovery, run_forever
 from worker.testing import wait_until
-from worker.transport import PendingEntry
 
 pytestmark = pytest.mark.integration
 

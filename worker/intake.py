@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from redis_infer_protocol.batchcodec import RequestDecoder
 from redis_infer_protocol.codec import (
     CodecError,
     Limits,
@@ -55,6 +56,8 @@ class Rejection:
     fields: Mapping[Any, Any]  # kept for the dead-letter stream
     dead_letter: bool = False  # also dead-letter it (always when there is nobody to reply to)
 
+
+MAX_REPLY_VERDICTS = 4096  # reply streams whose verdict is remembered; past it the memory is cleared
 
 # How far an entry id's time may run ahead of the server's clock (as estimated at read) before it is
 # not believed: a producer may XADD with an explicit id, and a future one would push its deadline away.
@@ -109,6 +112,10 @@ class Intake:
         self.max_rows = min(info.max_batch_size, max_rows or info.max_batch_size)
         self._output_names = {spec.name for spec in info.outputs}
         self._datatypes = {spec.name: spec.datatype for spec in info.inputs}
+        # Headers (model, inputs' names, datatypes and shapes, outputs) validated once, with the rows and
+        # batching signature they give: an entry repeating one is not validated again.
+        self._decoder: RequestDecoder[tuple[int, Signature]] = RequestDecoder(self.limits)
+        self._reply_verdicts: dict[str, bool] = {}  # may_reply_to's answers (a few reply streams, many requests)
 
     def admit(
         self, entry_id: str, fields: Mapping[Any, Any], read_ns: int | None = None, server_now_ns: int | None = None
@@ -117,10 +124,16 @@ class Intake:
         trust in the entry id's time)."""
         timing = Timing(enqueued_ns=entry_time_ns(entry_id, server_now_ns), read_ns=read_ns or time.time_ns())
         try:
-            request = decode_request(fields, self.limits, self._datatypes)
+            request, known, key = self._decoder.lookup(fields)
+            if request is None:
+                request = decode_request(fields, self.limits, self._datatypes)
             if not self.may_reply_to(request.reply_to):
                 raise CodecError(f"reply_to {request.reply_to!r} is not a reply stream", Status.INVALID_ARGUMENT)
-            rows, signature = self._check(request)
+            if known is None:
+                known = self._check(request)
+                if key is not None:
+                    self._decoder.remember(key, request, known)
+            rows, signature = known
         except CodecError as exc:
             request_id, reply_to = self.envelope(fields)
             return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
@@ -130,9 +143,15 @@ class Intake:
     def may_reply_to(self, key: str) -> bool:
         """Whether replies may be written to ``key``: the one rule, applied on every path (the transport
         applies it again before each reply write and TTL)."""
-        # A bare prefix is no reply stream: under a tenant's prefix it would be shared by nobody's ACL.
-        allowed = any(key.startswith(p) and len(key) > len(p) for p in self.reply_prefixes)
-        return allowed and key not in self.forbidden_reply_to
+        verdict = self._reply_verdicts.get(key)
+        if verdict is None:
+            # A bare prefix is no reply stream: under a tenant's prefix it would be shared by nobody's ACL.
+            allowed = any(key.startswith(p) and len(key) > len(p) for p in self.reply_prefixes)
+            verdict = allowed and key not in self.forbidden_reply_to
+            if len(self._reply_verdicts) >= MAX_REPLY_VERDICTS:
+                self._reply_verdicts.clear()
+            self._reply_verdicts[key] = verdict
+        return verdict
 
     def envelope(self, fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
         """(request id, reply_to) of an entry that is answered without being decoded (poison, a bug);

@@ -58,7 +58,6 @@ class RedisLink:
     def failed(self, exc: BaseException) -> None:
         """Record a failed Redis operation (an outage or a refusal)."""
         self.stats.redis_errors += 1
-        self.metrics.redis_errors.inc()
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.metrics.redis_up.set(0)

@@ -86,10 +86,7 @@ class Publisher:
         dead = sum(o.dead_written for o in everything)
         lost = sum(o.dead_lost is not None for o in everything)
         self.stats.dead_lettered += dead
-        self.metrics.dead_lettered.inc(dead)
-        if lost:
-            self.stats.dead_letters_lost += lost
-            self.metrics.dead_letters_lost.inc(lost)
+        self.stats.dead_letters_lost += lost
         if dead:
             log.warning("dead-lettered %d entries", dead)
 
@@ -103,7 +100,7 @@ class Publisher:
                 log.warning("%d entries left unacknowledged at shutdown", len(retry))
                 return
             delay = backoff.next_delay()
-            self.metrics.refused_writes.inc(len(retry))
+            self.stats.refused_entries += len(retry)
             self.stats.refused_writes += 1
             now = time.monotonic()
             if now - self._last_refusal_log >= 10:  # one line per 10 s, not one per retry of every batch

@@ -19,10 +19,11 @@ from worker.dispatcher import expired_rejection
 from worker.errors import NoGroup
 from worker.intake import Intake, Rejection, WorkItem, entry_time_ns
 from worker.link import REDIS_ERRORS, Backoff, RedisLink
+from worker.maintenance import GroupMaintenance
 from worker.observability import Metrics, Stats
 from worker.publisher import Publisher
 from worker.recovery import Recovered
-from worker.transport import Entry, GroupMaintenance, Outcome, Transport
+from worker.transport import Entry, Outcome, Transport
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ class Reader:
         if any(entry_id in self._held for entry_id, _ in entries):  # delivered again while in hand: run once
             entries = [entry for entry in entries if entry[0] not in self._held]
         self._held.update(entry_id for entry_id, _ in entries)
-        read_ns = time.time_ns()
-        now_ns, now_s = time.time_ns(), time.monotonic()
+        read_ns = now_ns = time.time_ns()
+        now_s = time.monotonic()
         rejections: list[Rejection] = []
         for entry_id, fields in entries:
             if not fields:  # a pending entry whose data was trimmed or deleted
@@ -172,7 +173,10 @@ class Reader:
                                             self._timing(entry_id, read_ns), {}))  # fmt: skip
                 continue
             try:
-                result = await self._decode(entry_id, fields, read_ns)
+                if len(fields.get(b"body", b"")) < OFFLOAD_DECODE_BYTES:  # no coroutine per entry
+                    result = self.intake.admit(entry_id, fields, read_ns, read_ns + self.clock_offset_ns)
+                else:
+                    result = await self._decode(entry_id, fields, read_ns)
             except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
                 log.exception("could not admit entry %s", entry_id)
                 why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
@@ -208,7 +212,6 @@ class Reader:
     async def recovered(self, result: Recovered) -> None:
         """Admit what recovery claimed, answer what was delivered too often, ack what was deleted."""
         self.stats.recovered += len(result.entries)
-        self.metrics.recovered.inc(len(result.entries))
         if result.entries and not self.stopping():
             await self.admit(result.entries)
         if result.poison:

@@ -24,7 +24,8 @@ import logging
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
-from worker.transport import Entry, GroupMaintenance
+from worker.maintenance import GroupMaintenance
+from worker.transport import Entry
 
 log = logging.getLogger(__name__)
 

@@ -86,8 +86,8 @@ class Worker:
             trim=rec.trim,
         )
         self.max_queued = settings.batch.max_queued or 2 * self.batcher.max_size * len(engine.slots)
-        self.stats = Stats()
         self.metrics = Metrics()
+        self.stats = self.metrics.stats  # one record: the health key and /metrics read the same counters
         self.link = RedisLink(self.stats, self.metrics, settings.health_ttl_s, self._give_up)
         self.started_ms = int(time.time() * 1000)
         self._stop = asyncio.Event()

@@ -1,8 +1,9 @@
 """Redis transport: the only worker module that talks to Redis.
 
 Reads the request stream through a consumer group, publishes replies, dead-letters what cannot be
-answered, and acknowledges entries only after their reply (or dead-letter record) was written, in
-the same pipeline and after it, so a crash between the two leaves the entry pending (at-least-once).
+answered, and acknowledges entries only after their reply (or dead-letter record) was written: one
+server-side script per batch writes, then acks what was written (``worker/settle_script.py``), so a
+crash at any point leaves an unanswered entry pending (at-least-once).
 
 Every redis-py error leaves this module as one of the worker's own types (``worker/errors.py``):
 ``RedisUnavailable`` for outages and passing refusals, ``NoGroup`` when the group is gone, and
@@ -19,14 +20,18 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from redis_infer_protocol import keys
+from worker import settle_script
 from worker.config import RedisSettings
 from worker.errors import ConfigError, NoGroup, RedisRefused, RedisUnavailable
+
+if TYPE_CHECKING:
+    from worker.maintenance import GroupMaintenance
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,26 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if type(value) is bytes else str(value).encode()
+
+
+def _flat(fields: Mapping[Any, Any]) -> list[bytes]:
+    """name, value, name, value... as bytes, for the settle script."""
+    flat: list[bytes] = []
+    for name, value in fields.items():
+        flat += (_NAMES.get(name) or _bytes(name), value if type(value) is bytes else _bytes(value))
+    return flat
+
+
+_NAMES = {name: name.encode() for name in ("v", "id", "body")}  # a reply's fields
+
+
+def _refusal(message: str) -> rexc.ResponseError:
+    """A write the settle script reported failed, as the error redis-py would have raised for it."""
+    return rexc.ResponseError(message)
 
 
 @dataclass(slots=True)
@@ -202,7 +227,6 @@ class Transport:
         self.reply_allowed: Callable[[str], bool] = _allow_any
         self.dead_letters = DeadLetterPolicy()
         self.dropped_fields = 0  # non-protocol fields dropped at read, for the metrics
-        self._ttl_owed: set[str] = set()  # reply streams written whose EXPIRE has not been confirmed
 
     def apply_policy(self, *, reply_allowed: Callable[[str], bool], dead_letters: DeadLetterPolicy) -> None:
         """Set the reply-target rule and the dead-letter bounds (the worker calls this once, at start)."""
@@ -234,20 +258,26 @@ class Transport:
         A pending entry whose data was trimmed away comes back with empty fields. Fields other than the
         protocol's are dropped here.
         """
-        reply = await self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: after or ">"}, count=count,
-            block=None if after else block_ms,
-        )  # fmt: skip
-        return self._entries(reply)
+        block = () if after else (b"BLOCK", b"%d" % block_ms)
+        command = (b"XREADGROUP", b"GROUP", self.group.encode(), self.consumer.encode(), b"COUNT", b"%d" % count,
+                   *block, b"STREAMS", self.stream.encode(), (after or ">").encode())  # fmt: skip
+        return self._entries(await self._call(settle_script.command(command)))
 
     def _entries(self, reply: Any) -> list[Entry]:
+        """The entries of a raw XREADGROUP answer (field names and values as flat lists)."""
         entries: list[Entry] = []
         streams: Any = reply or []
         if isinstance(streams, dict):  # RESP3 replies are keyed by stream
             streams = list(streams.items())
         for _stream, items in streams:
-            for entry_id, fields in items:
-                entries.append((_text(entry_id), self._protocol_fields(fields)))
+            for entry_id, flat in items:
+                if flat is None:  # a pending entry whose data was trimmed or deleted
+                    entries.append((_text(entry_id), {}))
+                    continue
+                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else dict(flat)
+                if not fields.keys() <= PROTOCOL_FIELDS:
+                    fields = self._protocol_fields(fields)
+                entries.append((_text(entry_id), fields))
         return entries
 
     def _protocol_fields(self, fields: Any) -> dict[bytes, bytes]:
@@ -270,7 +300,8 @@ class Transport:
     @translated
     async def settle(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Write each outcome's reply and dead letter, then acknowledge the entries all of whose writes
-        succeeded: writes first, XACK after, so an entry is never acknowledged without its record.
+        succeeded: in one round trip, a server-side script (``worker/settle_script.py``) that acks only
+        after the writes, so an entry is never acknowledged without its record.
 
         A reply Redis refuses for good (its key holds a hash, say) is dead-lettered instead, in a second
         round trip. A dead-letter record Redis refuses for good is replaced by a bounded one (ids and
@@ -279,46 +310,89 @@ class Transport:
         memory, read-only...), reduced to what is still to write: the caller retries them after a
         backoff; until then they stay pending.
         """
-        todo, retry = list(outcomes), []
+        todo, retry = list(outcomes), list[Outcome]()
         while todo:
-            for o in todo:
-                if o.reply is not None and not self.reply_allowed(o.reply.stream):
-                    log.error("reply for %s to %r refused at the transport: not a reply stream", o.entry_id,
-                              o.reply.stream)  # fmt: skip
-                    o.refused = f"reply_to {o.reply.stream!r} is not a reply stream"
-                    o.dead = o.dead or DeadLetter(o.entry_id, o.reply.request_fields, o.refused)
-                    o.reply = None
-            pipe = self.client.pipeline(transaction=False)
-            for o in todo:
-                if o.reply is not None:
-                    pipe.xadd(o.reply.stream, dict(o.reply.fields), maxlen=self.reply_maxlen, approximate=True)  # type: ignore[arg-type]
-                if o.dead is not None:
-                    maxlen = self.dead_letters.maxlen or None
-                    pipe.xadd(self.dead_letter_stream, self._dead_fields(o.dead), maxlen=maxlen, approximate=False)  # type: ignore[arg-type]
-            results = iter(await pipe.execute(raise_on_error=False))
-            ttl_streams: set[str] = set()
-            acks: list[str] = []
+            self._gate(todo)
+            writes = self._writes(todo)
+            failed = await self._run_script(todo, writes)
+            if not failed:  # the usual case: everything written and acknowledged
+                for o in todo:
+                    o.dead_written, o.reply, o.dead = o.dead_written or o.dead is not None, None, None
+                return retry
+            results = iter([_refusal(failed[i]) if i in failed else True for i in range(len(writes))])
+            unacked = {writes[i].entry for i in failed}  # the script acked every other entry
             again: list[Outcome] = []
-            for o in todo:
-                passing = self._apply(o, results, ttl_streams)
-                if passing:
+            for index, o in enumerate(todo, start=1):
+                if self._apply(o, results):
                     retry.append(o)
-                elif o.dead is not None:  # a refused reply or record, now to be dead-lettered
+                elif index in unacked:  # a refused reply or record, now dead-lettered (or given up): ack next
                     again.append(o)
-                else:
-                    acks.append(o.entry_id)
-            await self._finish(ttl_streams, acks)
             todo = again
         return retry
 
-    def _apply(self, o: Outcome, results: Iterator[Any], ttl_streams: set[str]) -> bool:
-        """Take one outcome's results from a pipeline; True if a write met a passing refusal."""
+    def _gate(self, todo: Sequence[Outcome]) -> None:
+        """The last gate of the reply-target rule: a reply to a key it does not allow is dead-lettered."""
+        for o in todo:
+            if o.reply is not None and not self.reply_allowed(o.reply.stream):
+                log.error("reply for %s to %r refused at the transport: not a reply stream", o.entry_id,
+                          o.reply.stream)  # fmt: skip
+                o.refused = f"reply_to {o.reply.stream!r} is not a reply stream"
+                o.dead = o.dead or DeadLetter(o.entry_id, o.reply.request_fields, o.refused)
+                o.reply = None
+
+    def _writes(self, todo: Sequence[Outcome]) -> list[settle_script.Write]:
+        writes: list[settle_script.Write] = []
+        for index, o in enumerate(todo, start=1):
+            if o.reply is not None:
+                writes.append(settle_script.Write(index, o.reply.stream, False, _flat(o.reply.fields)))
+            if o.dead is not None:
+                writes.append(
+                    settle_script.Write(index, self.dead_letter_stream, True, _flat(self._dead_fields(o.dead)))
+                )
+        return writes
+
+    async def _run_script(self, todo: Sequence[Outcome], writes: list[settle_script.Write]) -> dict[int, str]:
+        """Run the settle script once: {index of a failed write: Redis's error}. Sent as EVALSHA; after
+        a Redis restart or SCRIPT FLUSH (NOSCRIPT) once more as EVAL, which loads it again."""
+        entry_ids = [o.entry_id for o in todo]
+
+        def packed(load: bool) -> bytes:
+            return settle_script.pack(entry_ids, writes, stream=self.stream, dead_stream=self.dead_letter_stream,
+                                      group=self.group, reply_maxlen=self.reply_maxlen, reply_ttl_s=self.reply_ttl_s,
+                                      dead_maxlen=self.dead_letters.maxlen, load=load)  # fmt: skip
+
+        try:
+            answer = await self._call(packed(load=False))
+        except rexc.NoScriptError:
+            answer = await self._call(packed(load=True))
+        failed, ack_error = settle_script.failures(answer)
+        if ack_error:  # the entries stay pending and are processed again
+            log.warning("acknowledging settled entries failed: %s", ack_error)
+        return failed
+
+    async def _call(self, packed: bytes) -> Any:
+        """Send one command already packed as RESP bytes and read its answer (redis-py packs every
+        argument in Python: for a batch's script that was the worker's largest single cost)."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except rexc.ResponseError:
+            raise  # an error answer: the connection is in step and stays usable
+        except BaseException:
+            await conn.disconnect()  # an answer may still be on its way: never reuse this connection
+            raise
+        finally:
+            await pool.release(conn)
+
+    def _apply(self, o: Outcome, results: Iterator[Any]) -> bool:
+        """Take one outcome's results from the script; True if a write met a passing refusal."""
         passing = False
         refused: OutgoingReply | None = None
         if o.reply is not None:
             result = next(results)
             if not isinstance(result, Exception):
-                ttl_streams.add(o.reply.stream)
                 o.reply = None
             elif _transient(result):
                 passing, o.refusal = True, _code(result)
@@ -348,25 +422,6 @@ class Transport:
         log.error("dead-letter stream %s refuses writes (%s): entry %s acknowledged without a record",
                   self.dead_letter_stream, error, o.entry_id)  # fmt: skip
         o.dead, o.dead_lost = None, str(error)
-
-    async def _finish(self, ttl_streams: set[str], acks: list[str]) -> None:
-        """Refresh the TTL of reply streams just written to, and acknowledge what is settled."""
-        self._ttl_owed |= ttl_streams  # kept until confirmed: a settle retried after a lost answer owes them
-        if not self._ttl_owed and not acks:
-            return
-        owed = list(self._ttl_owed)
-        pipe = self.client.pipeline(transaction=False)
-        for stream in owed:
-            pipe.expire(stream, self.reply_ttl_s)
-        if acks:
-            pipe.xack(self.stream, self.group, *acks)
-        results = await pipe.execute(raise_on_error=False)
-        for stream, result in zip(owed, results, strict=False):
-            if not isinstance(result, Exception):
-                self._ttl_owed.discard(stream)
-        for result in results:
-            if isinstance(result, Exception):  # the entries stay pending and are processed again
-                log.warning("acknowledging or refreshing reply TTLs failed: %s", result)
 
     def _dead_fields(self, letter: DeadLetter) -> dict[Any, Any]:
         fields: dict[Any, Any] = {
@@ -420,6 +475,8 @@ class Transport:
 
     def maintenance(self) -> GroupMaintenance:
         """The recovery commands over the same connection, group and consumer name."""
+        from worker.maintenance import GroupMaintenance  # it builds on this module's helpers
+
         return GroupMaintenance(self.client, stream=self.stream, group=self.group, consumer=self.consumer)
 
 
@@ -449,156 +506,3 @@ def connect(settings: RedisSettings, *, block_ms: int, url: str | None = None) -
     if target is None:
         raise ValueError("no Redis URL")
     return aioredis.Redis.from_url(target, **kwargs)
-
-
-@dataclass(slots=True)
-class PendingEntry:
-    entry_id: str
-    consumer: str
-    idle_ms: int
-    deliveries: int
-
-
-class GroupMaintenance:
-    """Redis commands for recovery: inspect, claim and trim the consumer group's pending entries.
-
-    Made by ``Transport.maintenance()``; ``consumer`` is this worker's consumer name.
-    """
-
-    def __init__(self, client: aioredis.Redis, *, stream: str, group: str, consumer: str) -> None:
-        self._client = client
-        self._stream = stream
-        self._group = group
-        self.consumer = consumer
-
-    @translated
-    async def idle_pending(self, min_idle_ms: int, count: int) -> list[PendingEntry]:
-        """Pending entries idle for at least ``min_idle_ms`` (oldest first), with owner and delivery count."""
-        rows = await self._client.xpending_range(
-            self._stream, self._group, min="-", max="+", count=count, idle=min_idle_ms
-        )
-        return [
-            PendingEntry(
-                entry_id=_text(r["message_id"]),
-                consumer=_text(r["consumer"]),
-                idle_ms=int(r["time_since_delivered"]),
-                deliveries=int(r["times_delivered"]),
-            )
-            for r in rows
-        ]
-
-    @translated
-    async def alive(self, consumers: Sequence[str]) -> dict[str, bool]:
-        """Which consumers have a live health key."""
-        pipe = self._client.pipeline(transaction=False)
-        for consumer in consumers:
-            pipe.exists(keys.health_key(self._stream, consumer))
-        return {c: bool(n) for c, n in zip(consumers, await pipe.execute(), strict=True)}
-
-    @translated
-    async def claim(self, entry_ids: Sequence[str], min_idle_ms: int) -> tuple[list[Entry], list[str]]:
-        """XCLAIM entries for this consumer (only those still idle >= min_idle_ms, so two claimers
-        never both win). Returns (claimed entries, ids whose data was deleted from the stream)."""
-        if not entry_ids:
-            return [], []
-        claimed = await self._client.xclaim(
-            self._stream, self._group, self.consumer, min_idle_time=min_idle_ms, message_ids=list(entry_ids)
-        )
-        entries: list[Entry] = []
-        deleted: list[str] = []
-        for item in claimed or []:
-            entry_id, fields = item if isinstance(item, list | tuple) else (item, None)
-            if fields is None:
-                deleted.append(_text(entry_id))
-            else:
-                entries.append((_text(entry_id), protocol_fields(cast("dict[bytes, bytes]", fields))))
-        return entries, deleted
-
-    @translated
-    async def group_backlog(self) -> tuple[int, int]:
-        """(lag, pending) of this worker's group: entries not yet delivered, and delivered but unacked."""
-        try:
-            groups = await self._client.xinfo_groups(self._stream)
-        except rexc.ResponseError as exc:
-            if "no such key" in str(exc):
-                return 0, 0
-            raise
-        for group in groups:
-            if _text(group["name"]) == self._group:
-                return int(group.get("lag") or 0), int(group["pending"])
-        return 0, 0
-
-    @translated
-    async def trim_acknowledged(self) -> int:
-        """Delete entries every group has delivered and acknowledged: XTRIM MINID at the lowest of each
-        group's oldest pending id and first undelivered id. Never removes an unacknowledged entry."""
-        client, stream = self._client, self._stream
-        groups = await client.xinfo_groups(stream)
-        if not groups:
-            return 0
-        floor: tuple[int, int] | None = None
-        for group in groups:
-            candidates = [_next_id(_text(group["last-delivered-id"]))]
-            if int(group["pending"]):
-                summary = await client.xpending(stream, _text(group["name"]))
-                if summary["min"] is not None:  # None when the last pending entry was acked meanwhile
-                    candidates.append(_parse_id(_text(summary["min"])))
-            low = min(candidates)
-            floor = low if floor is None else min(floor, low)
-        if floor is None or floor <= (0, 1):
-            return 0
-        return int(await client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False))
-
-    @translated
-    async def idle_consumers(self, min_idle_ms: int) -> list[str]:
-        """Consumers with an empty pending list, idle for ``min_idle_ms``: safe to delete."""
-        rows = await self._client.xinfo_consumers(self._stream, self._group)
-        return [
-            _text(r["name"]) for r in rows
-            if int(r["pending"]) == 0 and int(r["idle"]) >= min_idle_ms and _text(r["name"]) != self.consumer
-        ]  # fmt: skip
-
-    @translated
-    async def delete_idle_consumer(self, consumer: str, min_idle_ms: int) -> bool:
-        """Delete ``consumer`` if, at that instant, it has no health key, an empty pending list and has
-        been idle ``min_idle_ms``: checked and deleted in one script, so that a worker restarting under
-        that name cannot read entries into it between the check and the deletion."""
-        health = keys.health_key(self._stream, consumer)
-        args = (self._group, consumer, min_idle_ms)
-        return int(await self._client.eval(_DELETE_IDLE_CONSUMER, 2, self._stream, health, *args)) >= 0  # type: ignore[misc]
-
-    @translated
-    async def publish_limits(self, max_backlog: int) -> None:
-        """Publish producer-facing limits (read by the SDK's XADD script) under ``keys.limits_key``.
-
-        Writes only when the value changed, so that a restart works while Redis refuses writes (OOM).
-        """
-        if await self._client.hget(keys.limits_key(self._stream), "max_backlog") == str(max_backlog).encode():
-            return
-        await self._client.hset(keys.limits_key(self._stream), mapping={"max_backlog": str(max_backlog)})
-
-
-_DELETE_IDLE_CONSUMER = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local f = {}
-  for i = 1, #row, 2 do f[row[i]] = row[i + 1] end
-  if f['name'] == ARGV[2] then
-    if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[3]) then
-      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-    end
-    return -2
-  end
-end
-return -3
-"""
-
-
-def _parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _next_id(entry_id: str) -> tuple[int, int]:
-    ms, seq = _parse_id(entry_id)
-    return (ms, seq + 1)
