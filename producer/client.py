@@ -212,11 +212,15 @@ class Client(ClientShell[Future[Reply]]):
         )
         timeout_s = self._result_timeout_s(timeout)
         # The listener fails the future at its deadline; the grace only matters if the listener is stuck.
-        done, _ = concurrent.futures.wait([future], None if timeout_s is None else timeout_s + RESULT_GRACE_S)
-        if not done:
-            future.cancel()
-            raise InferTimeout(f"no reply within {timeout_s:g} s (reply listener stuck?)", timeout_s=timeout_s)
-        return future.result().outputs
+        try:
+            reply = future.result(None if timeout_s is None else timeout_s + RESULT_GRACE_S)
+        except concurrent.futures.TimeoutError:  # the wait ran out, or the request's own InferTimeout
+            if not future.done():
+                future.cancel()
+                message = f"no reply within {timeout_s:g} s (reply listener stuck?)"
+                raise InferTimeout(message, timeout_s=timeout_s) from None
+            reply = future.result()
+        return reply.outputs
 
     def _drive(self, submission: Submission[Future[Reply]]) -> None:
         """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
@@ -239,44 +243,39 @@ class Client(ClientShell[Future[Reply]]):
             return self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return self._redis.script_load(action.script)
-        if len(action.adds) == 1:  # one request: a plain command, as the clients always sent it
-            try:
-                return [self._add(self._redis, action, action.adds[0])]
-            except ResponseError as exc:  # an answer, as in a pipeline's results
-                return [exc]
-        pipe = self._redis.pipeline(transaction=False)
+        pool = self._redis.connection_pool
+        conn = _checkout(pool)
         try:
-            self._queue_round(pipe, action)
-            return pipe.execute(raise_on_error=False)
+            return exchange(conn, self._round_bytes(action), action.commands)
         finally:
-            pipe.reset()
+            pool.release(conn)
 
     # ---------------------------------------------------------------------------------- replies
 
     def _listen(self) -> None:
         cursor = ReplyCursor(self._core)
         key = self._core.reply_key
+        pool = self._redis.connection_pool
+        conn: Any = None  # the listener's own connection, held across reads
         log.debug("reply listener started on %s", key)
         while not self._stop.is_set():
             try:
-                response = self._read(cursor)
+                if conn is None:
+                    conn = _checkout(pool)
+                response = exchange(conn, *self._read_bytes(cursor))[-1]
+                if isinstance(response, Exception):  # an error reply: a clobbered key, an ACL refusal...
+                    raise response
             except Exception as exc:  # survive anything: pending requests must still time out
+                if conn is not None:
+                    pool.release(conn)
+                    conn = None
                 self._stop.wait(cursor.failed(exc))
             else:
                 cursor.consumed(response)
             self._core.expire()
+        if conn is not None:
+            pool.release(conn)
         log.debug("reply listener stopped on %s", key)
-
-    def _read(self, cursor: ReplyCursor) -> Any:
-        if not cursor.to_delete:
-            return self._redis.xread(**self._read_args(cursor))
-        pipe = self._redis.pipeline(transaction=False)
-        self._queue_read(pipe, cursor)
-        try:
-            _, response = pipe.execute()
-        finally:
-            pipe.reset()
-        return response
 
     # ---------------------------------------------------------------------------------- closing
 
@@ -322,3 +321,30 @@ class Client(ClientShell[Future[Reply]]):
 def _open(url: str) -> Redis:
     pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S)
     return Redis.from_pool(pool)
+
+
+def _checkout(pool: Any) -> Any:
+    """A connection from the pool (redis-py < 5.3 wants a command name, later ones warn about it)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("XADD")
+
+
+def exchange(conn: Any, payload: bytes, replies: int) -> list[Any]:
+    """Write packed commands on ``conn`` and read their ``replies`` replies; an error reply is a result.
+
+    Any other failure disconnects ``conn`` before it is raised, so unread replies never reach its next user.
+    """
+    try:
+        conn.send_packed_command([payload])
+        results: list[Any] = []
+        for _ in range(replies):
+            try:
+                results.append(conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return results
+    except BaseException:
+        conn.disconnect()
+        raise
