@@ -47,8 +47,9 @@ def test_concurrent_async_infers_go_out_in_one_write(redis_url: str) -> None:
             spy.writes.clear()
             outputs = await asyncio.gather(*(client.infer({"x": np.full(1, i)}, timeout=WAIT_S) for i in range(8)))
             assert [o["y"][0] for o in outputs] == [2 * i for i in range(8)]
+            writes = list(spy.writes)
         await spied.aclose()
-        return list(spy.writes)
+        return writes
 
     with FakeWorker(redis_url):
         assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [8]
