@@ -114,7 +114,9 @@ def test_script_round_is_one_call_per_chunk() -> None:
         assert command[:6] == [b"EVALSHA", b"f" * 40, b"1", b"s", b"7", b"%d" % len(chunk)]
         args = command[6:]
         assert len(args) == 9 * len(chunk) and args[::9] == [b"8"] * len(chunk)
-        assert [args[9 * j + 4] for j in range(len(chunk))] == [prepared[i].request_id.encode() for i in chunk]
+        sent = [dict(zip(args[9 * j + 1 : 9 * j + 9 : 2], args[9 * j + 2 : 9 * j + 9 : 2], strict=True)) for j in
+                range(len(chunk))]  # fmt: skip
+        assert sent == [{k.encode(): v for k, v in prepared[i].fields.items()} for i in chunk]
 
 
 def test_read_command_deletes_then_reads() -> None:
