@@ -11,8 +11,8 @@ worker at all, so the figures say what the SDK costs, not what a worker does. Me
 
 Each SDK tree runs in its own process with ``PYTHONPATH=<tree>``, so a baseline commit checked out elsewhere
 (``git worktree add /tmp/base <commit>``) is measured in the same run as this one. Rounds interleave every
-contestant so that drift of a noisy machine hits all alike; the report gives medians and ratios to the
-featureless producer of the same run.
+contestant, each round starting with another one, so that drift of a noisy machine and order effects hit
+all alike; the report gives medians and ratios to the featureless producer of the same run.
 
 Usage::
 
@@ -175,6 +175,7 @@ def _reset(url: str, limited: bool) -> None:
 
     r = redis.Redis.from_url(url)
     r.delete(STREAM_ENQUEUE, f"{STREAM_ENQUEUE}:limits")
+    r.xtrim(STREAM_IDEAL, maxlen=0)  # acknowledged by the featureless worker: keep the stream small
     if limited:
         r.hset(f"{STREAM_ENQUEUE}:limits", "max_backlog", 10**9)
     r.close()
@@ -195,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trees = dict(t.split("=", 1) for t in args.tree)
     tree_paths = {name: Path(path).resolve() for name, path in trees.items()}
     counts = {"enqueue": args.count, "enqueue_limited": args.count, "closed": args.closed}
+    counts = {m: n for m, n in counts.items() if m in args.measures.split(",")}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {m: {} for m in counts}
     with EmbeddedRedis() as server:
         import redis
@@ -208,7 +210,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_until(lambda: r.hget(f"{STREAM_IDEAL}:worker:ideal-1", "status") == b"ready", timeout_s=60)
             for rnd in range(args.rounds):
                 for measure, count in counts.items():
-                    for label, tree, impl in contestants(tree_paths, measure):
+                    runs = contestants(tree_paths, measure)
+                    shift = rnd % len(runs)  # each round starts with another contestant: order effects even out
+                    for label, tree, impl in runs[shift:] + runs[:shift]:
                         _reset(server.url, measure == "enqueue_limited")
                         result = _run_child(tree, measure, impl, server.url, count)
                         raw[measure].setdefault(label, []).append(result)
@@ -265,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--count", type=int, default=20_000, help="requests per enqueue measurement")
     p.add_argument("--closed", type=int, default=5_000, help="requests per closed-loop measurement")
+    p.add_argument("--measures", default="enqueue,enqueue_limited,closed", help="comma-separated, default all")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args(argv)
     if not args.tree:

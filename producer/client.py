@@ -33,9 +33,11 @@ from producer.core import (
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
+    PreparedRequest,
     ReplyCursor,
+    fail,
 )
-from producer.errors import InferError, InferTimeout
+from producer.errors import ClientClosed, InferError, InferTimeout
 from producer.shell import ClientShell
 from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
 from redis_infer_protocol.codec import ParamValue, Reply
@@ -105,6 +107,9 @@ class Client(ClientShell[Future[Reply]]):
         self._redis: Redis = _open(url) if redis is None else redis
         super().__init__(config, on_busy, self._redis, owns_redis=redis is None)
         self._stop = threading.Event()
+        self._outbox: list[tuple[PreparedRequest, Future[Reply]]] = []
+        self._outbox_lock = threading.Lock()
+        self._sending = False  # a caller is sending the outbox (see _enqueue)
         self._close_lock = threading.Lock()
         self._closed = False
         self._listener = threading.Thread(
@@ -207,9 +212,14 @@ class Client(ClientShell[Future[Reply]]):
         """
         if threading.current_thread() is self._listener:
             raise InferError("infer() called from a reply callback would wait on itself; use submit()")
-        future = self.submit(
+        prepared = self._core.prepare(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
+        future: Future[Reply] = Future()
+        if self._backpressure.on_busy == "wait":
+            self._drive(self._submission([prepared], [future], raise_errors=True))
+        else:
+            self._enqueue(prepared, future)
         timeout_s = self._result_timeout_s(timeout)
         # The listener fails the future at its deadline; the grace only matters if the listener is stuck.
         try:
@@ -222,20 +232,59 @@ class Client(ClientShell[Future[Reply]]):
             reply = future.result()
         return reply.outputs
 
+    def _enqueue(self, prepared: PreparedRequest, future: Future[Reply]) -> None:
+        """Send a request with those other threads queue meanwhile: one round trip for all of them.
+
+        The caller that finds no send under way sends what is queued, round after round, until nothing is
+        left (a request queued while it sends goes in its next round); the others only queue. Each round is
+        one :class:`~producer.submission.Submission`; what it cannot send fails the request's future.
+        """
+        self._core.register([prepared], [future])
+        with self._outbox_lock:
+            self._outbox.append((prepared, future))
+            if self._sending:
+                return
+            self._sending = True
+        try:
+            while batch := self._take_outbox():
+                submission = Submission(self._core, self._backpressure, [p for p, _ in batch], [f for _, f in batch])
+                try:
+                    self._drive_actions(submission)
+                except Exception as exc:
+                    submission.fail_unsent(exc)
+        except BaseException as exc:  # KeyboardInterrupt in the sender: nothing queued may be left behind
+            with self._outbox_lock:
+                left, self._outbox, self._sending = self._outbox, [], False
+            for p, f in left:
+                self._core.discard(p.request_id)
+                fail(f, ClientClosed(f"the thread sending this request stopped: {exc!r}"))
+            raise
+
+    def _take_outbox(self) -> list[tuple[PreparedRequest, Future[Reply]]]:
+        """What is queued and not cancelled; when nothing, this thread stops sending."""
+        with self._outbox_lock:
+            batch, self._outbox = [item for item in self._outbox if not item[1].done()], []
+            if not batch:
+                self._sending = False
+            return batch
+
     def _drive(self, submission: Submission[Future[Reply]]) -> None:
         """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
         try:
-            while (action := submission.next_action()) is not None:
-                if isinstance(action, Sleep):
-                    time.sleep(action.seconds)
-                    continue
-                try:
-                    submission.done(action, self._run(action))
-                except Exception as exc:
-                    submission.failed(exc)
+            self._drive_actions(submission)
         except BaseException:
             submission.abandon()
             raise
+
+    def _drive_actions(self, submission: Submission[Future[Reply]]) -> None:
+        while (action := submission.next_action()) is not None:
+            if isinstance(action, Sleep):
+                time.sleep(action.seconds)
+                continue
+            try:
+                submission.done(action, self._run(action))
+            except Exception as exc:
+                submission.failed(exc)
 
     def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
         """One round trip."""

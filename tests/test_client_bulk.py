@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
-from producer import AsyncClient
+from producer import AsyncClient, Client
 from redis_infer_protocol.codec import Status, encode_reply
 from tests.client_drivers import KINDS, STREAM, WAIT_S, Driver, FakeWorker, Kind
 from tests.test_client import spy_redis
+from worker.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +74,34 @@ def test_a_failed_send_fails_every_infer_of_the_write(redis_url: str) -> None:
 
     with FakeWorker(redis_url):
         asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+class HoldFirstSend(redis.Connection):
+    """Holds the first write of XADDs until ``release()`` says so: other threads queue meanwhile."""
+
+    writes: list[int] = []
+    release: Callable[[], bool] = staticmethod(lambda: True)
+    held = False
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        data = b"".join(command) if isinstance(command, list) else command
+        xadds = data.count(b"\r\n$4\r\nXADD\r\n")
+        if xadds:
+            if not HoldFirstSend.held:
+                HoldFirstSend.held = True
+                wait_until(HoldFirstSend.release, what="the other threads queued")
+            HoldFirstSend.writes.append(xadds)
+        super().send_packed_command(command, check_health)
+
+
+def test_concurrent_sync_infers_go_out_together(redis_url: str) -> None:
+    own = redis.Redis.from_url(redis_url, connection_class=HoldFirstSend)
+    with FakeWorker(redis_url), Client(model="double", stream=STREAM, redis=own) as client:
+        client.infer({"x": np.ones(1)}, timeout=WAIT_S)  # reads the published limit
+        HoldFirstSend.writes, HoldFirstSend.held = [], False
+        HoldFirstSend.release = staticmethod(lambda: len(client._outbox) == 7)
+        with ThreadPoolExecutor(8) as pool:
+            outputs = list(pool.map(lambda i: client.infer({"x": np.full(1, i)}, timeout=WAIT_S), range(8)))
+        assert [o["y"][0] for o in outputs] == [2 * i for i in range(8)]
+        assert HoldFirstSend.writes == [1, 7]  # the first caller sent its own, then the seven queued meanwhile
+    own.close()
