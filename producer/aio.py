@@ -312,6 +312,12 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
         failed = self._core.close()
         if failed:
             log.info("client closed with %d requests pending", failed)
+        sender = self._sender
+        if sender is not None:  # its requests were failed above; let its round trip end before the pool closes
+            _, not_done = await asyncio.wait([sender], timeout=STOP_TIMEOUT_S)
+            for task in not_done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         try:
             await self._redis.delete(self._core.reply_key)
         except RedisError as exc:
