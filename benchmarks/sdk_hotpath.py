@@ -61,19 +61,19 @@ def _enqueue_sdk(url: str, impl: str, count: int) -> dict[str, Any]:
         with Client(url, model="ideal", stream=STREAM_ENQUEUE, default_timeout_s=600) as client:
             for _ in range(10):  # warm-up: connections, the published limit, the script
                 client.submit_many([{"x": x}] * CHUNK)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_s()
             for start in range(0, count, CHUNK):
                 client.submit_many([{"x": x}] * min(CHUNK, count - start))
-            return {"rps": count / (time.perf_counter() - t0)}
+            return _timed(count, t0, cpu0)
 
     async def run() -> dict[str, Any]:
         async with AsyncClient(url, model="ideal", stream=STREAM_ENQUEUE, default_timeout_s=600) as client:
             for _ in range(10):
                 await client.submit_many([{"x": x}] * CHUNK)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_s()
             for start in range(0, count, CHUNK):
                 await client.submit_many([{"x": x}] * min(CHUNK, count - start))
-            return {"rps": count / (time.perf_counter() - t0)}
+            return _timed(count, t0, cpu0)
 
     return asyncio.run(run())
 
@@ -84,9 +84,9 @@ def _enqueue_ideal(url: str, count: int) -> dict[str, Any]:
     producer = Producer(url, STREAM_ENQUEUE, DIM)
     try:
         producer.enqueue(1000)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_s()
         producer.enqueue(count)
-        return {"rps": count / (time.perf_counter() - t0)}
+        return _timed(count, t0, cpu0)
     finally:
         producer.close()
 
@@ -117,14 +117,15 @@ def _closed_sync(url: str, count: int) -> dict[str, Any]:
         for _ in range(200):
             client.infer({"x": x}, timeout=30)
         threads = [threading.Thread(target=user, args=(client,)) for _ in range(IN_FLIGHT)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_s()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     lat = np.asarray(latencies) * 1e3
-    return {"rps": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+    return {"rps": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "cpu_us_per_request": cpu / count * 1e6}  # fmt: skip
 
 
 def _closed(url: str, impl: str, count: int) -> dict[str, Any]:
@@ -134,17 +135,34 @@ def _closed(url: str, impl: str, count: int) -> dict[str, Any]:
         producer = Producer(url, STREAM_IDEAL, DIM)
         try:
             producer.closed_loop(200, IN_FLIGHT)
+            cpu0 = _cpu_s()
             r = producer.closed_loop(count, IN_FLIGHT)
+            cpu = _cpu_s() - cpu0
         finally:
             producer.close()
-        return {"rps": r.throughput_rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}
+        cpu_us = cpu / count * 1e6
+        return {"rps": r.throughput_rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_us_per_request": cpu_us}
     if impl == "sync":
         return _closed_sync(url, count)
     from producer.bench import LoadSpec, run_load, summarize
 
     spec = LoadSpec(url, STREAM_IDEAL, "ideal", {"x": _x()}, concurrency=IN_FLIGHT, count=count, warmup=200)
+    cpu0 = _cpu_s()  # the 200 warm-up requests (and the client's set-up) are in, as 200 more requests
     s = summarize(run_load(spec), spec, 1)
-    return {"rps": s["throughput_rps"], "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"]}
+    cpu = _cpu_s() - cpu0
+    return {"rps": s["throughput_rps"], "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
+            "cpu_us_per_request": cpu / (count + spec.warmup) * 1e6}  # fmt: skip
+
+
+def _cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(count: int, t0: float, cpu0: float) -> dict[str, Any]:
+    return {"rps": count / (time.perf_counter() - t0), "cpu_us_per_request": (_cpu_s() - cpu0) / count * 1e6}
 
 
 def child(argv: Sequence[str]) -> int:
@@ -233,8 +251,8 @@ def _machine() -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     """Medians per contestant, with the ratio to the featureless producer's median of the same run."""
-    lines = ["| measure | contestant | req/s (median) | vs featureless | p50 ms | p50 vs featureless | p99 ms |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| measure | contestant | req/s (median) | vs featureless | p50 ms | p50 vs featureless | p99 ms | "
+             "producer CPU µs/request |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for measure, by_label in results["raw"].items():
         ideal = by_label.get("ideal")
         base_rps = statistics.median(r["rps"] for r in ideal) if ideal else None
@@ -243,9 +261,10 @@ def markdown(results: dict[str, Any]) -> str:
             rps = statistics.median(r["rps"] for r in runs)
             p50 = statistics.median(r["p50_ms"] for r in runs) if "p50_ms" in runs[0] else None
             p99 = statistics.median(r["p99_ms"] for r in runs) if "p99_ms" in runs[0] else None
+            cpu = statistics.median(r["cpu_us_per_request"] for r in runs) if "cpu_us_per_request" in runs[0] else None
             lines.append(
                 f"| {measure} | {label} | {rps:,.0f} | {_ratio(rps, base_rps)} | {_num(p50)} | "
-                f"{_ratio(p50, base_p50)} | {_num(p99)} |"
+                f"{_ratio(p50, base_p50)} | {_num(p99)} | {_num(cpu, '.0f')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -254,8 +273,8 @@ def _ratio(value: float | None, base: float | None) -> str:
     return "" if value is None or not base else f"{value / base:.2f}x"
 
 
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
+def _num(value: float | None, spec: str = ".2f") -> str:
+    return "" if value is None else format(value, spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
 from producer.backpressure import OnBusy
@@ -41,6 +42,8 @@ from redis_infer_protocol.codec import ParamValue, Reply
 from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
+
+_BASE_SEND = AbstractConnection.send_packed_command
 
 
 class AsyncClient(ClientShell[asyncio.Future[Reply]]):
@@ -105,6 +108,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
         self._closed = False
         self._outbox: list[tuple[PreparedRequest, asyncio.Future[Reply]]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._send_conn: Any = None  # the sender's connection, held between its batches
 
     # --------------------------------------------------------------------------------- requests
 
@@ -157,23 +161,32 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
             submission.abandon()
             raise
 
-    async def _drive_actions(self, submission: Submission[asyncio.Future[Reply]]) -> None:
+    async def _drive_actions(self, submission: Submission[asyncio.Future[Reply]], *, own: bool = False) -> None:
         while (action := submission.next_action()) is not None:
             if isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)
                 continue
             try:
-                submission.done(action, await self._run(action))
+                submission.done(action, await self._run(action, own=own))
             except Exception as exc:
                 submission.failed(exc)
 
-    async def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
-        """One round trip."""
+    async def _run(self, action: FetchLimits | LoadScript | SendRound, *, own: bool = False) -> Any:
+        """One round trip; ``own``: send rounds on the sender's own connection (kept between batches)."""
         if isinstance(action, FetchLimits):
             return await self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return await self._redis.script_load(action.script)
         pool = self._redis.connection_pool
+        if own:
+            if self._send_conn is None:
+                self._send_conn = await _checkout(pool)
+            try:
+                return await exchange(self._send_conn, self._round_bytes(action), action.commands)
+            except BaseException:  # exchange disconnected it: give it back, take another next time
+                conn, self._send_conn = self._send_conn, None
+                await _release(pool, conn)
+                raise
         conn = await _checkout(pool)
         try:
             return await exchange(conn, self._round_bytes(action), action.commands)
@@ -199,7 +212,7 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
                     continue
                 submission = Submission(self._core, self._backpressure, [p for p, _ in batch], [f for _, f in batch])
                 try:
-                    await self._drive_actions(submission)
+                    await self._drive_actions(submission, own=True)
                 except asyncio.CancelledError:
                     submission.fail_unsent(ClientClosed("client closed"))
                     raise
@@ -318,6 +331,9 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]]):
             for task in not_done:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._send_conn is not None:
+            conn, self._send_conn = self._send_conn, None
+            await _release(self._redis.connection_pool, conn)
         try:
             await self._redis.delete(self._core.reply_key)
         except RedisError as exc:
@@ -365,6 +381,24 @@ async def _release(pool: Any, conn: Any) -> None:
         await released
 
 
+async def _send(conn: Any, payload: bytes) -> None:
+    """Write on the connection's stream, waiting for the kernel only when its buffer is full.
+
+    redis-py's ``send_packed_command`` wraps every write in ``asyncio.wait_for`` when a socket timeout is set
+    (redis-py sets 5 s by default), which costs a task per write on Python 3.11; this is the same write
+    without it. A connection class that overrides ``send_packed_command`` (instrumentation, a test spy), a
+    closed connection, or a redis-py without the stream writer takes the public path.
+    """
+    writer = getattr(conn, "_writer", None)
+    overridden = type(conn).send_packed_command is not _BASE_SEND
+    if overridden or writer is None or not conn.is_connected or writer.transport.is_closing():
+        await conn.send_packed_command([payload])
+        return
+    writer.write(payload)
+    if writer.transport.get_write_buffer_size():
+        await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+
+
 async def exchange(conn: Any, payload: bytes, replies: int) -> list[Any]:
     """Write packed commands on ``conn`` and read their ``replies`` replies; an error reply is a result.
 
@@ -372,7 +406,7 @@ async def exchange(conn: Any, payload: bytes, replies: int) -> list[Any]:
     reach its next user.
     """
     try:
-        await conn.send_packed_command([payload])
+        await _send(conn, payload)
         results: list[Any] = []
         for _ in range(replies):
             try:

@@ -138,7 +138,7 @@ class Client(ClientShell[Future[Reply]]):
             priority: Higher is served first by workers that honour priorities.
             parameters: Model parameters (str, int, float or bool values).
             outputs: Names of the outputs wanted; None means all.
-            request_id: The request's id; a fresh uuid4 hex by default.
+            request_id: The request's id; by default a fresh one (32 hex digits: a random per-client prefix, a counter).
 
         Returns:
             A future that resolves to the OK :class:`~redis_infer_protocol.codec.Reply`, or fails with the

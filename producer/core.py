@@ -162,11 +162,6 @@ class _Pending(Generic[F]):
     deadline: float | None
 
 
-def new_request_id() -> str:
-    """A fresh random request id: 32 lowercase hex digits."""
-    return uuid.uuid4().hex
-
-
 def new_reply_key(prefix: str) -> str:
     """A reply stream key private to one client instance."""
     return f"{prefix}{uuid.uuid4().hex}"
