@@ -39,7 +39,12 @@ CHUNK = 100
 IN_FLIGHT = 8
 DIM = 512
 CHILD_TIMEOUT_S = 300.0
-SDK_KINDS = {"enqueue": ("sync", "async"), "enqueue_limited": ("sync",), "closed": ("async", "sync")}
+SDK_KINDS = {
+    "enqueue": ("sync", "async"),
+    "enqueue_limited": ("sync",),
+    "closed": ("async", "sync"),
+    "stages": ("sync",),
+}
 
 
 # ------------------------------------------------------------------------------------------------ children
@@ -161,13 +166,76 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _stages(url: str, repeats: int = 5) -> dict[str, Any]:
+    """µs per request of each stage of a sync ``submit_many`` of 100, and of decoding one reply (no profiler)."""
+    import timeit
+    from concurrent.futures import Future
+
+    from producer import Client
+    from redis_infer_protocol.codec import Status, Timing, decode_reply, encode_reply
+
+    def per_request(fn: Any, number: int = 50) -> float:
+        return statistics.median(timeit.repeat(fn, number=number, repeat=repeats)) / number / CHUNK * 1e6
+
+    x, opts = _x(), {"timeout": None, "priority": 0, "parameters": None, "outputs": None, "request_ids": None}
+    out: dict[str, Any] = {}
+    with Client(url, model="ideal", stream=STREAM_ENQUEUE, default_timeout_s=600) as client:
+        core = client._core
+        out["prepare"] = per_request(lambda: core.prepare_many([{"x": x}] * CHUNK, **opts))
+        prepared = core.prepare_many([{"x": x}] * CHUNK, **opts)
+        out["futures"] = per_request(lambda: type(core)(core.config).register(prepared, [Future() for _ in prepared]))
+        out.update(_stages_io(client, prepared, per_request))
+    reply = encode_reply("a" * 32, Status.OK, outputs={"y": x}, model="m", timing=Timing(1, 2, 3, 4, 5, 6), worker="w")
+    fields = {k.encode(): v for k, v in reply.items()}
+    try:
+        from redis_infer_protocol.replies import decode_reply_fields
+    except ImportError:
+        out["decode"] = per_request(lambda: [decode_reply(fields) for _ in range(CHUNK)])
+    else:
+        flat = [item for pair in fields.items() for item in pair]
+        out["decode"] = per_request(lambda: [decode_reply_fields(flat) for _ in range(CHUNK)])
+    return out
+
+
+def _stages_io(client: Any, prepared: list[Any], per_request: Any) -> dict[str, float]:
+    """Packing, and one round trip of the round (before the change: redis-py's pipeline, packing included)."""
+    pool = client._redis.connection_pool
+    try:
+        from producer.client import exchange
+        from producer.submission import SendRound
+    except ImportError:  # the SDK before the bulk path: redis-py's pipeline queues and packs each command
+
+        def queue() -> Any:
+            pipe = client._redis.pipeline(transaction=False)
+            for p in prepared:
+                pipe.xadd(STREAM_ENQUEUE, p.fields)
+            return pipe
+
+        conn = pool.get_connection()
+        packing = per_request(lambda: conn.pack_commands([args for args, _ in queue().command_stack]))
+        pool.release(conn)
+        return {"packing": packing, "round_trip": per_request(lambda: queue().execute(), number=20) - packing}
+    action = SendRound(STREAM_ENQUEUE, prepared, 0)
+    payload = client._round_bytes(action)
+    conn = pool.get_connection()
+    try:
+        return {
+            "packing": per_request(lambda: client._round_bytes(action)),
+            "round_trip": per_request(lambda: exchange(conn, payload, CHUNK), number=20),
+        }
+    finally:
+        pool.release(conn)
+
+
 def _timed(count: int, t0: float, cpu0: float) -> dict[str, Any]:
     return {"rps": count / (time.perf_counter() - t0), "cpu_us_per_request": (_cpu_s() - cpu0) / count * 1e6}
 
 
 def child(argv: Sequence[str]) -> int:
     measure, impl, url, count = argv[0], argv[1], argv[2], int(argv[3])
-    if measure.startswith("enqueue"):
+    if measure == "stages":
+        result = _stages(url)
+    elif measure.startswith("enqueue"):
         result = _enqueue_ideal(url, count) if impl == "ideal" else _enqueue_sdk(url, impl, count)
     else:
         result = _closed(url, impl, count)
@@ -201,7 +269,7 @@ def _reset(url: str, limited: bool) -> None:
 
 def contestants(trees: dict[str, Path], measure: str) -> list[tuple[str, Path, str]]:
     """(label, tree, impl) of every run of one measure: the featureless producer first."""
-    out = [] if measure == "enqueue_limited" else [("ideal", ROOT, "ideal")]
+    out = [] if measure in ("enqueue_limited", "stages") else [("ideal", ROOT, "ideal")]
     for name, tree in trees.items():
         out += [(f"{name}:{impl}", tree, impl) for impl in SDK_KINDS[measure]]
     return out
@@ -213,7 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     trees = dict(t.split("=", 1) for t in args.tree)
     tree_paths = {name: Path(path).resolve() for name, path in trees.items()}
-    counts = {"enqueue": args.count, "enqueue_limited": args.count, "closed": args.closed}
+    counts = {"enqueue": args.count, "enqueue_limited": args.count, "closed": args.closed, "stages": 1}
     counts = {m: n for m, n in counts.items() if m in args.measures.split(",")}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {m: {} for m in counts}
     with EmbeddedRedis() as server:
@@ -254,6 +322,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = ["| measure | contestant | req/s (median) | vs featureless | p50 ms | p50 vs featureless | p99 ms | "
              "producer CPU µs/request |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for measure, by_label in results["raw"].items():
+        if measure == "stages":
+            continue
         ideal = by_label.get("ideal")
         base_rps = statistics.median(r["rps"] for r in ideal) if ideal else None
         base_p50 = statistics.median(r["p50_ms"] for r in ideal) if ideal and "p50_ms" in ideal[0] else None
@@ -266,6 +336,26 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {measure} | {label} | {rps:,.0f} | {_ratio(rps, base_rps)} | {_num(p50)} | "
                 f"{_ratio(p50, base_p50)} | {_num(p99)} | {_num(cpu, '.0f')} |"
             )
+    return "\n".join(lines) + "\n" + _stage_table(results["raw"].get("stages", {}))
+
+
+STAGES = {
+    "prepare": "prepare: validate and encode",
+    "futures": "future and pending-table entry",
+    "packing": "packing the round's commands",
+    "round_trip": "writing the round, Redis's XADDs, reading the replies",
+    "decode": "decoding one reply",
+}
+
+
+def _stage_table(by_label: dict[str, list[dict[str, Any]]]) -> str:
+    """Median µs per request of each stage, one column per SDK tree."""
+    if not by_label:
+        return ""
+    lines = ["", "| stage, µs per request | " + " | ".join(by_label) + " |", "|---|" + "---:|" * len(by_label)]
+    for key, name in STAGES.items():
+        cells = [f"{statistics.median(r[key] for r in runs):.2f}" for runs in by_label.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -288,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--count", type=int, default=20_000, help="requests per enqueue measurement")
     p.add_argument("--closed", type=int, default=5_000, help="requests per closed-loop measurement")
-    p.add_argument("--measures", default="enqueue,enqueue_limited,closed", help="comma-separated, default all")
+    p.add_argument("--measures", default="enqueue,enqueue_limited,closed,stages", help="comma-separated, default all")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args(argv)
     if not args.tree:
