@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+import redis.asyncio as aioredis
 
-from producer import AsyncClient, Client
+from producer import AsyncClient, Client, ClientClosed
 from redis_infer_protocol.codec import Status, encode_reply
 from tests.client_drivers import KINDS, STREAM, WAIT_S, Driver, FakeWorker, Kind
 from tests.test_client import spy_redis
@@ -105,3 +106,35 @@ def test_concurrent_sync_infers_go_out_together(redis_url: str) -> None:
         assert [o["y"][0] for o in outputs] == [2 * i for i in range(8)]
         assert HoldFirstSend.writes == [1, 7]  # the first caller sent its own, then the seven queued meanwhile
     own.close()
+
+
+def test_aclose_during_a_send_fails_the_request_and_stops_the_sender(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import producer.aio
+
+    monkeypatch.setattr(producer.aio, "STOP_TIMEOUT_S", 0.2)
+    entered = asyncio.Event()
+
+    class Stuck(aioredis.Connection):
+        """A write of XADDs that never completes, as on a connection whose peer stopped reading."""
+
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            data = b"".join(command) if isinstance(command, list) else command
+            if b"\r\n$8\r\nreply_to\r\n" in data:  # a request's XADD (not close's wake entry)
+                entered.set()
+                await asyncio.Event().wait()
+            await super().send_packed_command(command, check_health)
+
+    async def scenario() -> None:
+        own = aioredis.Redis.from_url(redis_url, connection_class=Stuck)
+        client = AsyncClient(model="double", stream=STREAM, redis=own)
+        infer = asyncio.create_task(client.infer({"x": np.ones(1)}, timeout=WAIT_S))
+        await entered.wait()
+        await client.aclose()  # waits 0.2 s for the stuck sender, then cancels it
+        with pytest.raises(ClientClosed):
+            await infer
+        assert client._sender is None and client.pending == 0
+        await own.aclose()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
