@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -44,6 +45,7 @@ from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger(__name__)
 
 _BASE_SEND = AbstractConnection.send_packed_command
+BULK_READ: Final = 8  # from this many replies a round is read under one deadline (asyncio.wait_for costs a task)
 
 
 class AsyncClient(ClientShell[asyncio.Future[Reply]]):
@@ -402,18 +404,27 @@ async def _send(conn: Any, payload: bytes) -> None:
 async def exchange(conn: Any, payload: bytes, replies: int) -> list[Any]:
     """Write packed commands on ``conn`` and read their ``replies`` replies; an error reply is a result.
 
-    Any other failure (a cancel included) disconnects ``conn`` before it is raised, so unread replies never
-    reach its next user.
+    A round of many replies is read under one deadline (the connection's socket timeout) instead of one
+    timer per reply. Any other failure (a cancel included) disconnects ``conn`` before it is raised, so
+    unread replies never reach its next user.
     """
     try:
         await _send(conn, payload)
-        results: list[Any] = []
-        for _ in range(replies):
-            try:
-                results.append(await conn.read_response())
-            except ResponseError as exc:
-                results.append(exc)
-        return results
+        timeout_s = conn.socket_timeout
+        if replies < BULK_READ or not timeout_s:
+            return await _read(conn, replies, None)
+        return await asyncio.wait_for(_read(conn, replies, math.inf), timeout_s)
     except BaseException:
         await conn.disconnect()
         raise
+
+
+async def _read(conn: Any, replies: int, timeout: float | None) -> list[Any]:
+    """``replies`` replies; ``timeout`` None: each read under the socket timeout, ``math.inf``: none."""
+    results: list[Any] = []
+    for _ in range(replies):
+        try:
+            results.append(await conn.read_response(timeout=timeout))
+        except ResponseError as exc:
+            results.append(exc)
+    return results
