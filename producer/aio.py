@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
 from producer import discovery
@@ -31,6 +34,7 @@ from producer.core import (
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
+    PreparedRequest,
     ReplyCursor,
 )
 from producer.errors import ClientClosed, InferTimeout
@@ -40,6 +44,9 @@ from redis_infer_protocol.codec import ParamValue, Reply
 from redis_infer_protocol.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
+
+_BASE_SEND = AbstractConnection.send_packed_command
+BULK_READ: Final = 8  # from this many replies a round is read under one deadline (asyncio.wait_for costs a task)
 
 
 class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):  # issue 13: models(), metadata()
@@ -102,6 +109,9 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):
         self._stop = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
+        self._outbox: list[tuple[PreparedRequest, asyncio.Future[Reply]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._send_conn: Any = None  # the sender's connection, held between its batches
 
     # --------------------------------------------------------------------------------- requests
 
@@ -149,32 +159,70 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):
     async def _drive(self, submission: Submission[asyncio.Future[Reply]]) -> None:
         """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
         try:
-            while (action := submission.next_action()) is not None:
-                if isinstance(action, Sleep):
-                    await asyncio.sleep(action.seconds)
-                    continue
-                try:
-                    submission.done(action, await self._run(action))
-                except Exception as exc:
-                    submission.failed(exc)
+            await self._drive_actions(submission)
         except BaseException:
             submission.abandon()
             raise
 
-    async def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
-        """One round trip."""
+    async def _drive_actions(self, submission: Submission[asyncio.Future[Reply]], *, own: bool = False) -> None:
+        while (action := submission.next_action()) is not None:
+            if isinstance(action, Sleep):
+                await asyncio.sleep(action.seconds)
+                continue
+            try:
+                submission.done(action, await self._run(action, own=own))
+            except Exception as exc:
+                submission.failed(exc)
+
+    async def _run(self, action: FetchLimits | LoadScript | SendRound, *, own: bool = False) -> Any:
+        """One round trip; ``own``: send rounds on the sender's own connection (kept between batches)."""
         if isinstance(action, FetchLimits):
             return await self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return await self._redis.script_load(action.script)
-        if len(action.adds) == 1:  # one request: a plain command, as the clients always sent it
+        pool = self._redis.connection_pool
+        if own:
+            if self._send_conn is None:
+                self._send_conn = await _checkout(pool)
             try:
-                return [await self._add(self._redis, action, action.adds[0])]
-            except ResponseError as exc:  # an answer, as in a pipeline's results
-                return [exc]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self._queue_round(pipe, action)
-            return await pipe.execute(raise_on_error=False)
+                return await exchange(self._send_conn, self._round_bytes(action), action.commands)
+            except BaseException:  # exchange disconnected it: give it back, take another next time
+                conn, self._send_conn = self._send_conn, None
+                await _release(pool, conn)
+                raise
+        conn = await _checkout(pool)
+        try:
+            return await exchange(conn, self._round_bytes(action), action.commands)
+        finally:
+            await _release(pool, conn)
+
+    def _enqueue(self, prepared: PreparedRequest, future: asyncio.Future[Reply]) -> None:
+        """Send a request with the others queued in this turn of the loop: one round trip for all of them.
+
+        The sender drives one :class:`~producer.submission.Submission` per batch (published limit, backlog
+        script, NOSCRIPT, connection retries); what it cannot send fails the request's future.
+        """
+        self._core.register([prepared], [future])
+        self._outbox.append((prepared, future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = [item for item in self._outbox if not item[1].done()], []
+                if not batch:
+                    continue
+                submission = Submission(self._core, self._backpressure, [p for p, _ in batch], [f for _, f in batch])
+                try:
+                    await self._drive_actions(submission, own=True)
+                except asyncio.CancelledError:
+                    submission.fail_unsent(ClientClosed("client closed"))
+                    raise
+                except Exception as exc:
+                    submission.fail_unsent(exc)
+        finally:
+            self._sender = None
 
     async def infer(
         self,
@@ -188,22 +236,37 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Send one request and wait for its outputs; see :meth:`producer.client.Client.infer`.
 
-        Cancelling the awaiting task forgets the request (a reply that comes later is dropped).
+        Cancelling the awaiting task forgets the request (a reply that comes later is dropped). Requests of
+        concurrent ``infer`` calls are sent together, in one round trip per turn of the event loop, unless
+        ``on_busy="wait"`` (each call then waits for room on its own).
         """
-        future = await self.submit(
+        prepared = self._core.prepare(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
-        timeout_s = self._result_timeout_s(timeout)
+        future = self._start_reader().create_future()
+        if self._backpressure.on_busy == "wait":
+            await self._drive(self._submission([prepared], [future], raise_errors=True))
+        else:
+            self._enqueue(prepared, future)
+        return (await self._result(future, self._result_timeout_s(timeout))).outputs
+
+    @staticmethod
+    async def _result(future: asyncio.Future[Reply], timeout_s: float | None) -> Reply:
+        """Await a request's reply; cancelling the task cancels the future, so the request is forgotten."""
+        if timeout_s is None:
+            return await future
         # The reader fails the future at its deadline; the grace only matters if the reader is stuck.
+        stuck: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(timeout_s + RESULT_GRACE_S, _give_up, future, stuck)
         try:
-            done, _ = await asyncio.wait([future], timeout=None if timeout_s is None else timeout_s + RESULT_GRACE_S)
+            return await future
         except asyncio.CancelledError:
-            future.cancel()  # forgets the request
+            if stuck:
+                message = f"no reply within {timeout_s:g} s (reply reader stuck?)"
+                raise InferTimeout(message, timeout_s=timeout_s) from None
             raise
-        if not done:
-            future.cancel()
-            raise InferTimeout(f"no reply within {timeout_s:g} s (reply reader stuck?)", timeout_s=timeout_s)
-        return future.result().outputs
+        finally:
+            timer.cancel()
 
     # ---------------------------------------------------------------------------------- replies
 
@@ -217,25 +280,30 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):
 
     async def _read_loop(self) -> None:
         cursor = ReplyCursor(self._core)
+        pool = self._redis.connection_pool
+        conn: Any = None  # the reader's own connection, held across reads
         log.debug("reply reader started on %s", self.reply_stream)
-        while not self._stop.is_set():
-            try:
-                response = await self._read(cursor)
-            except Exception as exc:  # survive anything: pending requests must still time out
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), cursor.failed(exc))
-            else:
-                cursor.consumed(response)
-            self._core.expire()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if conn is None:
+                        conn = await _checkout(pool)
+                    response = (await exchange(conn, *self._read_bytes(cursor)))[-1]
+                    if isinstance(response, Exception):  # an error reply: a clobbered key, an ACL refusal...
+                        raise response
+                except Exception as exc:  # survive anything: pending requests must still time out
+                    if conn is not None:
+                        conn, released = None, conn
+                        await _release(pool, released)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), cursor.failed(exc))
+                else:
+                    cursor.consumed(response)
+                self._core.expire()
+        finally:
+            if conn is not None:
+                await _release(pool, conn)
         log.debug("reply reader stopped on %s", self.reply_stream)
-
-    async def _read(self, cursor: ReplyCursor) -> Any:
-        if not cursor.to_delete:
-            return await self._redis.xread(**self._read_args(cursor))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self._queue_read(pipe, cursor)
-            _, response = await pipe.execute()
-        return response
 
     # ---------------------------------------------------------------------------------- closing
 
@@ -260,6 +328,15 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):
         failed = self._core.close()
         if failed:
             log.info("client closed with %d requests pending", failed)
+        sender = self._sender
+        if sender is not None:  # its requests were failed above; let its round trip end before the pool closes
+            _, not_done = await asyncio.wait([sender], timeout=STOP_TIMEOUT_S)
+            for task in not_done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._send_conn is not None:
+            conn, self._send_conn = self._send_conn, None
+            await _release(self._redis.connection_pool, conn)
         try:
             await self._redis.delete(self._core.reply_key)
         except RedisError as exc:
@@ -284,3 +361,71 @@ class AsyncClient(ClientShell[asyncio.Future[Reply]], discovery.AsyncDiscovery):
 def _open(url: str) -> Redis:
     pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S)
     return Redis.from_pool(pool)
+
+
+def _give_up(future: asyncio.Future[Reply], stuck: list[bool]) -> None:
+    """The grace past a request's deadline ran out and the reader never failed it: cancel the wait."""
+    if not future.done():
+        stuck.append(True)
+        future.cancel()
+
+
+async def _checkout(pool: Any) -> Any:
+    """A connection from the pool (redis-py < 5.3 wants a command name, later ones warn about it)."""
+    try:
+        return await pool.get_connection()
+    except TypeError:
+        return await pool.get_connection("XADD")
+
+
+async def _release(pool: Any, conn: Any) -> None:
+    released = pool.release(conn)
+    if inspect.isawaitable(released):  # a coroutine from redis-py 5 on
+        await released
+
+
+async def _send(conn: Any, payload: bytes) -> None:
+    """Write on the connection's stream, waiting for the kernel only when its buffer is full.
+
+    redis-py's ``send_packed_command`` wraps every write in ``asyncio.wait_for`` when a socket timeout is set
+    (redis-py sets 5 s by default), which costs a task per write on Python 3.11; this is the same write
+    without it. A connection class that overrides ``send_packed_command`` (instrumentation, a test spy), a
+    closed connection, or a redis-py without the stream writer takes the public path.
+    """
+    writer = getattr(conn, "_writer", None)
+    overridden = type(conn).send_packed_command is not _BASE_SEND
+    if overridden or writer is None or not conn.is_connected or writer.transport.is_closing():
+        await conn.send_packed_command([payload])
+        return
+    writer.write(payload)
+    if writer.transport.get_write_buffer_size():
+        await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+
+
+async def exchange(conn: Any, payload: bytes, replies: int) -> list[Any]:
+    """Write packed commands on ``conn`` and read their ``replies`` replies; an error reply is a result.
+
+    A round of many replies is read under one deadline (the connection's socket timeout) instead of one
+    timer per reply. Any other failure (a cancel included) disconnects ``conn`` before it is raised, so
+    unread replies never reach its next user.
+    """
+    try:
+        await _send(conn, payload)
+        timeout_s = conn.socket_timeout
+        if replies < BULK_READ or not timeout_s:
+            return await _read(conn, replies, None)
+        return await asyncio.wait_for(_read(conn, replies, math.inf), timeout_s)
+    except BaseException:
+        await conn.disconnect()
+        raise
+
+
+async def _read(conn: Any, replies: int, timeout: float | None) -> list[Any]:
+    """``replies`` replies; ``timeout`` None: each read under the socket timeout, ``math.inf``: none."""
+    results: list[Any] = []
+    for _ in range(replies):
+        try:
+            results.append(await conn.read_response(timeout=timeout))
+        except ResponseError as exc:
+            results.append(exc)
+    return results

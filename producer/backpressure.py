@@ -2,9 +2,10 @@
 
 Workers publish ``max_backlog`` in the hash ``<stream>:limits`` (``keys.limits_key``) and trim
 acknowledged entries, so ``XLEN`` of the request stream is the backlog. With a limit set, a client adds
-requests through ``ADD_SCRIPT`` (by ``EVALSHA``), which checks and adds atomically; a full stream answers
-with an error starting ``BACKLOG``. The client then raises :class:`~producer.errors.Busy`, or waits and
-retries until the request's deadline (``on_busy="wait"``). Any language can do the same with ``EVAL``.
+requests through ``ADD_SCRIPT`` (by ``EVALSHA``), which checks and adds atomically, once per chunk of a
+send round (not once per request); a request that does not fit gets an error starting ``BACKLOG``. The
+client then raises :class:`~producer.errors.Busy`, or waits and retries until the request's deadline
+(``on_busy="wait"``). Any language can do the same with ``EVAL``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from redis.exceptions import ResponseError
 
@@ -22,14 +22,24 @@ from producer.errors import Busy
 from redis_infer_protocol import keys
 from redis_infer_protocol.codec import Status
 
-# KEYS[1] request stream; ARGV[1] max backlog; ARGV[2..] field, value, field, value, ...
+# KEYS[1] request stream; ARGV[1] max backlog (0: none); ARGV[2] entry count n; then for each entry: k, the
+# number of its field/value arguments, and those k arguments. One call adds a whole chunk of a send round, in
+# order, while XLEN stays under the limit, and returns {XLEN after, {ids of the entries added}}: the entries past
+# the last id were refused (BUSY). It touches only KEYS[1], so under Redis Cluster it runs on the stream's slot.
 ADD_SCRIPT: Final = """
 local max = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
 local len = redis.call('XLEN', KEYS[1])
-if max > 0 and len >= max then
-  return redis.error_reply('BACKLOG ' .. KEYS[1] .. ' holds ' .. len .. ' entries, the limit is ' .. max)
+local ids = {}
+local i = 3
+for e = 1, n do
+  if max > 0 and len >= max then break end
+  local k = tonumber(ARGV[i])
+  ids[e] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + k))
+  len = len + 1
+  i = i + k + 1
 end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+return {len, ids}
 """
 ADD_SCRIPT_SHA: Final = hashlib.sha1(ADD_SCRIPT.encode()).hexdigest()
 MAX_BACKLOG_FIELD: Final = "max_backlog"
@@ -64,11 +74,9 @@ class Backpressure:
             self.max_backlog = 0
         self._fetched_at = time.monotonic()
 
-    def script_args(self, fields: Mapping[str, bytes]) -> list[Any]:
-        args: list[Any] = [self.max_backlog]
-        for name, value in fields.items():
-            args += [name, value]
-        return args
+    def refused(self, held: int) -> ResponseError:
+        """The error a request the backlog script did not add gets (``held``: XLEN when it stopped)."""
+        return ResponseError(f"BACKLOG {self.stream} holds {held} entries, the limit is {self.max_backlog}")
 
     @staticmethod
     def is_busy(result: object) -> bool:

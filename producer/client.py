@@ -34,9 +34,11 @@ from producer.core import (
     STOP_TIMEOUT_S,
     WAKE_FIELD,
     ClientConfig,
+    PreparedRequest,
     ReplyCursor,
+    fail,
 )
-from producer.errors import InferError, InferTimeout
+from producer.errors import ClientClosed, InferError, InferTimeout
 from producer.shell import ClientShell
 from producer.submission import FetchLimits, LoadScript, SendRound, Sleep, Submission
 from redis_infer_protocol.codec import ParamValue, Reply
@@ -106,6 +108,9 @@ class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: 
         self._redis: Redis = _open(url) if redis is None else redis
         super().__init__(config, on_busy, self._redis, owns_redis=redis is None)
         self._stop = threading.Event()
+        self._outbox: list[tuple[PreparedRequest, Future[Reply]]] = []
+        self._outbox_lock = threading.Lock()
+        self._sending = False  # a caller is sending the outbox (see _enqueue)
         self._close_lock = threading.Lock()
         self._closed = False
         self._listener = threading.Thread(
@@ -134,7 +139,7 @@ class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: 
             priority: Higher is served first by workers that honour priorities.
             parameters: Model parameters (str, int, float or bool values).
             outputs: Names of the outputs wanted; None means all.
-            request_id: The request's id; a fresh uuid4 hex by default.
+            request_id: The request's id; by default a fresh one (32 hex digits: a random per-client prefix, a counter).
 
         Returns:
             A future that resolves to the OK :class:`~redis_infer_protocol.codec.Reply`, or fails with the
@@ -208,31 +213,79 @@ class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: 
         """
         if threading.current_thread() is self._listener:
             raise InferError("infer() called from a reply callback would wait on itself; use submit()")
-        future = self.submit(
+        prepared = self._core.prepare(
             inputs, timeout=timeout, priority=priority, parameters=parameters, outputs=outputs, request_id=request_id
         )
+        future: Future[Reply] = Future()
+        if self._backpressure.on_busy == "wait":
+            self._drive(self._submission([prepared], [future], raise_errors=True))
+        else:
+            self._enqueue(prepared, future)
         timeout_s = self._result_timeout_s(timeout)
         # The listener fails the future at its deadline; the grace only matters if the listener is stuck.
-        done, _ = concurrent.futures.wait([future], None if timeout_s is None else timeout_s + RESULT_GRACE_S)
-        if not done:
-            future.cancel()
-            raise InferTimeout(f"no reply within {timeout_s:g} s (reply listener stuck?)", timeout_s=timeout_s)
-        return future.result().outputs
+        try:
+            reply = future.result(None if timeout_s is None else timeout_s + RESULT_GRACE_S)
+        except concurrent.futures.TimeoutError:  # the wait ran out, or the request's own InferTimeout
+            if not future.done():
+                future.cancel()
+                message = f"no reply within {timeout_s:g} s (reply listener stuck?)"
+                raise InferTimeout(message, timeout_s=timeout_s) from None
+            reply = future.result()
+        return reply.outputs
+
+    def _enqueue(self, prepared: PreparedRequest, future: Future[Reply]) -> None:
+        """Send a request with those other threads queue meanwhile: one round trip for all of them.
+
+        The caller that finds no send under way sends what is queued, round after round, until nothing is
+        left (a request queued while it sends goes in its next round); the others only queue. Each round is
+        one :class:`~producer.submission.Submission`; what it cannot send fails the request's future.
+        """
+        self._core.register([prepared], [future])
+        with self._outbox_lock:
+            self._outbox.append((prepared, future))
+            if self._sending:
+                return
+            self._sending = True
+        try:
+            while batch := self._take_outbox():
+                submission = Submission(self._core, self._backpressure, [p for p, _ in batch], [f for _, f in batch])
+                try:
+                    self._drive_actions(submission)
+                except Exception as exc:
+                    submission.fail_unsent(exc)
+        except BaseException as exc:  # KeyboardInterrupt in the sender: nothing queued may be left behind
+            with self._outbox_lock:
+                left, self._outbox, self._sending = self._outbox, [], False
+            for p, f in left:
+                self._core.discard(p.request_id)
+                fail(f, ClientClosed(f"the thread sending this request stopped: {exc!r}"))
+            raise
+
+    def _take_outbox(self) -> list[tuple[PreparedRequest, Future[Reply]]]:
+        """What is queued and not cancelled; when nothing, this thread stops sending."""
+        with self._outbox_lock:
+            batch, self._outbox = [item for item in self._outbox if not item[1].done()], []
+            if not batch:
+                self._sending = False
+            return batch
 
     def _drive(self, submission: Submission[Future[Reply]]) -> None:
         """Run a submission's actions until it is done (see :mod:`producer.submission`)."""
         try:
-            while (action := submission.next_action()) is not None:
-                if isinstance(action, Sleep):
-                    time.sleep(action.seconds)
-                    continue
-                try:
-                    submission.done(action, self._run(action))
-                except Exception as exc:
-                    submission.failed(exc)
+            self._drive_actions(submission)
         except BaseException:
             submission.abandon()
             raise
+
+    def _drive_actions(self, submission: Submission[Future[Reply]]) -> None:
+        while (action := submission.next_action()) is not None:
+            if isinstance(action, Sleep):
+                time.sleep(action.seconds)
+                continue
+            try:
+                submission.done(action, self._run(action))
+            except Exception as exc:
+                submission.failed(exc)
 
     def _run(self, action: FetchLimits | LoadScript | SendRound) -> Any:
         """One round trip."""
@@ -240,44 +293,39 @@ class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: 
             return self._redis.hget(action.key, action.field)
         if isinstance(action, LoadScript):
             return self._redis.script_load(action.script)
-        if len(action.adds) == 1:  # one request: a plain command, as the clients always sent it
-            try:
-                return [self._add(self._redis, action, action.adds[0])]
-            except ResponseError as exc:  # an answer, as in a pipeline's results
-                return [exc]
-        pipe = self._redis.pipeline(transaction=False)
+        pool = self._redis.connection_pool
+        conn = _checkout(pool)
         try:
-            self._queue_round(pipe, action)
-            return pipe.execute(raise_on_error=False)
+            return exchange(conn, self._round_bytes(action), action.commands)
         finally:
-            pipe.reset()
+            pool.release(conn)
 
     # ---------------------------------------------------------------------------------- replies
 
     def _listen(self) -> None:
         cursor = ReplyCursor(self._core)
         key = self._core.reply_key
+        pool = self._redis.connection_pool
+        conn: Any = None  # the listener's own connection, held across reads
         log.debug("reply listener started on %s", key)
         while not self._stop.is_set():
             try:
-                response = self._read(cursor)
+                if conn is None:
+                    conn = _checkout(pool)
+                response = exchange(conn, *self._read_bytes(cursor))[-1]
+                if isinstance(response, Exception):  # an error reply: a clobbered key, an ACL refusal...
+                    raise response
             except Exception as exc:  # survive anything: pending requests must still time out
+                if conn is not None:
+                    pool.release(conn)
+                    conn = None
                 self._stop.wait(cursor.failed(exc))
             else:
                 cursor.consumed(response)
             self._core.expire()
+        if conn is not None:
+            pool.release(conn)
         log.debug("reply listener stopped on %s", key)
-
-    def _read(self, cursor: ReplyCursor) -> Any:
-        if not cursor.to_delete:
-            return self._redis.xread(**self._read_args(cursor))
-        pipe = self._redis.pipeline(transaction=False)
-        self._queue_read(pipe, cursor)
-        try:
-            _, response = pipe.execute()
-        finally:
-            pipe.reset()
-        return response
 
     # ---------------------------------------------------------------------------------- closing
 
@@ -323,3 +371,30 @@ class Client(ClientShell[Future[Reply]], discovery.SyncDiscovery):  # issue 13: 
 def _open(url: str) -> Redis:
     pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S)
     return Redis.from_pool(pool)
+
+
+def _checkout(pool: Any) -> Any:
+    """A connection from the pool (redis-py < 5.3 wants a command name, later ones warn about it)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("XADD")
+
+
+def exchange(conn: Any, payload: bytes, replies: int) -> list[Any]:
+    """Write packed commands on ``conn`` and read their ``replies`` replies; an error reply is a result.
+
+    Any other failure disconnects ``conn`` before it is raised, so unread replies never reach its next user.
+    """
+    try:
+        conn.send_packed_command([payload])
+        results: list[Any] = []
+        for _ in range(replies):
+            try:
+                results.append(conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return results
+    except BaseException:
+        conn.disconnect()
+        raise

@@ -29,10 +29,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.errors import ClientClosed, InferTimeout, InvalidInput, error_for
+from producer.wire import RequestEncoder, RequestIds
 from redis_infer_protocol import keys, validation
 from redis_infer_protocol.acl import tenant_reply_prefix
-from redis_infer_protocol.codec import CodecError, ParamValue, Reply, Status, decode_reply, encode_request
+from redis_infer_protocol.codec import CodecError, ParamValue, Reply, Status
 from redis_infer_protocol.limits import Limits
+from redis_infer_protocol.replies import RawEntry, decode_reply_fields, entries
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,11 @@ class PreparedRequest:
     fields: dict[str, bytes]
     timeout_s: float | None
     deadline: float | None  # time.monotonic() seconds
+    head: bytes = b""  # RESP of the field/value arguments up to the body's bytes (producer.wire)
+
+    @property
+    def body(self) -> bytes:
+        return self.fields["body"]
 
 
 class ReplyFuture(Protocol):
@@ -155,33 +162,9 @@ class _Pending(Generic[F]):
     deadline: float | None
 
 
-def new_request_id() -> str:
-    """A fresh request id: 32 lowercase hex digits."""
-    return uuid.uuid4().hex
-
-
 def new_reply_key(prefix: str) -> str:
     """A reply stream key private to one client instance."""
     return f"{prefix}{uuid.uuid4().hex}"
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEntry:
-    """One entry of a reply stream, as XREAD returns it."""
-
-    entry_id: bytes
-    fields: Mapping[bytes, bytes]
-
-
-def stream_entries(response: Any) -> list[StreamEntry]:
-    """The entries of an XREAD response for one stream, RESP2 (list) or RESP3 (map) shaped."""
-    if not response:
-        return []
-    if isinstance(response, dict):  # RESP3: {key: [[entry, ...]]}
-        batches = [v[0] if v and isinstance(v[0], list) else v for v in response.values()]
-    else:  # RESP2: [[key, [entry, ...]]]
-        batches = [item[1] for item in response]
-    return [StreamEntry(entry_id, fields) for batch in batches for entry_id, fields in batch]
 
 
 def resolve(future: ReplyFuture, reply: Reply) -> None:
@@ -214,6 +197,8 @@ class ClientCore(Generic[F]):
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self.reply_key = new_reply_key(config.tenant_reply_prefix)
+        self._encoder = RequestEncoder(self.reply_key, config.model, config.model_version)
+        self._new_id = RequestIds()
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending[F]] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap; stale entries are skipped lazily
@@ -250,38 +235,9 @@ class ClientCore(Generic[F]):
         request_id: str | None,
     ) -> PreparedRequest:
         """Validate and encode one request. Raises InvalidInput; nothing is sent."""
-        limits = self.config.limits
-        timeout_s = self.config.default_timeout_s if timeout is None else timeout
-        if timeout_s is not None and not _positive_finite(timeout_s):
-            raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout_s!r}")
-        try:
-            rid = new_request_id() if request_id is None else validation.check_request_id(request_id)
-            validation.check_priority(priority)
-            validation.check_inputs(inputs, limits)
-            validation.check_parameters(parameters, limits)
-            validation.check_outputs(outputs, limits)
-        except CodecError as exc:
-            raise InvalidInput(str(exc)) from exc
-        try:
-            fields = encode_request(
-                rid,
-                self.reply_key,
-                self.config.model,
-                inputs,
-                model_version=self.config.model_version,
-                timeout_ms=None if timeout_s is None else max(1, math.ceil(timeout_s * 1000)),
-                priority=priority,
-                outputs=None if outputs is None else list(outputs),
-                parameters=parameters,
-            )
-        except (CodecError, ValueError, TypeError, OverflowError) as exc:  # msgpack/numpy raise the latter
-            raise InvalidInput(f"cannot encode request: {exc}") from exc
-        try:
-            validation.check_body_size(fields["body"], limits)
-        except CodecError as exc:
-            raise InvalidInput(str(exc)) from exc
+        timeout_s, tail = self._options(timeout, priority, parameters, outputs)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return PreparedRequest(request_id=rid, fields=fields, timeout_s=timeout_s, deadline=deadline)
+        return self._prepare_one(inputs, request_id, timeout_s, deadline, tail)
 
     def prepare_many(
         self,
@@ -293,15 +249,71 @@ class ClientCore(Generic[F]):
         outputs: Sequence[str] | None,
         request_ids: Sequence[str] | None,
     ) -> list[PreparedRequest]:
-        """Validate and encode a batch of requests. Raises InvalidInput if any is invalid; nothing is sent."""
+        """Validate and encode a batch of requests. Raises InvalidInput if any is invalid; nothing is sent.
+
+        The options every request shares are checked and encoded once for the batch.
+        """
         if isinstance(inputs, Mapping):
             raise InvalidInput("submit_many takes a sequence of input mappings, got a single mapping")
         inputs = list(inputs)
         ids: Sequence[str | None] = [None] * len(inputs) if request_ids is None else request_ids
         if len(ids) != len(inputs):
             raise InvalidInput(f"{len(ids)} request_ids for {len(inputs)} requests")
-        options: dict[str, Any] = dict(timeout=timeout, priority=priority, parameters=parameters, outputs=outputs)
-        return [self.prepare(item, request_id=rid, **options) for item, rid in zip(inputs, ids, strict=True)]
+        timeout_s, tail = self._options(timeout, priority, parameters, outputs)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        one = self._prepare_one
+        return [one(item, rid, timeout_s, deadline, tail) for item, rid in zip(inputs, ids, strict=True)]
+
+    def _options(
+        self,
+        timeout: float | None,
+        priority: int,
+        parameters: Mapping[str, ParamValue] | None,
+        outputs: Sequence[str] | None,
+    ) -> tuple[float | None, dict[str, Any]]:
+        """Check the options of a call; returns its timeout and the body entries they encode to."""
+        limits = self.config.limits
+        timeout_s = self.config.default_timeout_s if timeout is None else timeout
+        if timeout_s is not None and not _positive_finite(timeout_s):
+            raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout_s!r}")
+        try:
+            validation.check_priority(priority)
+            validation.check_parameters(parameters, limits)
+            validation.check_outputs(outputs, limits)
+        except CodecError as exc:
+            raise InvalidInput(str(exc)) from exc
+        timeout_ms = None if timeout_s is None else max(1, math.ceil(timeout_s * 1000))
+        try:
+            return timeout_s, self._encoder.options(timeout_ms, priority, outputs, parameters)
+        except (ValueError, TypeError) as exc:  # outputs that are no sequence, say
+            raise InvalidInput(f"cannot encode request: {exc}") from exc
+
+    def _prepare_one(
+        self,
+        inputs: Mapping[str, Any],
+        request_id: str | None,
+        timeout_s: float | None,
+        deadline: float | None,
+        tail: dict[str, Any],
+    ) -> PreparedRequest:
+        limits = self.config.limits
+        try:
+            rid = self._new_id() if request_id is None else validation.check_request_id(request_id)
+            validation.check_inputs(inputs, limits)
+            if not inputs:
+                raise CodecError("a request needs at least one input", Status.INVALID_ARGUMENT)
+        except CodecError as exc:
+            raise InvalidInput(str(exc)) from exc
+        try:
+            fields, head = self._encoder.encode(rid, inputs, tail)
+        except (CodecError, ValueError, TypeError, OverflowError) as exc:  # msgpack/numpy raise the latter
+            raise InvalidInput(f"cannot encode request: {exc}") from exc
+        if len(fields["body"]) > limits.max_body_bytes:
+            try:
+                validation.check_body_size(fields["body"], limits)
+            except CodecError as exc:
+                raise InvalidInput(str(exc)) from exc
+        return PreparedRequest(rid, fields, timeout_s, deadline, head)
 
     def register(self, prepared: Sequence[PreparedRequest], futures: Sequence[F]) -> None:
         """Add requests to the pending table, all or none, before they are sent.
@@ -351,40 +363,47 @@ class ClientCore(Generic[F]):
 
     # ---------------------------------------------------------------------------------- replies
 
-    def handle_entries(self, entries: Sequence[StreamEntry]) -> list[bytes]:
-        """Decode reply entries and resolve their futures. Returns the entry ids, to be XDELed."""
-        for entry in entries:
-            if WAKE_FIELD in entry.fields:
+    def handle_entries(self, entries: Sequence[RawEntry]) -> list[bytes]:
+        """Decode a read's reply entries and resolve their futures. Returns the entry ids, to be XDELed.
+
+        The whole read is decoded first and routed under one acquisition of the lock; a reply that cannot be
+        decoded is counted and logged and the others go on.
+        """
+        replies: list[Reply] = []
+        bad = 0
+        limits = self.config.limits
+        for entry_id, flat in entries:
+            if WAKE_FIELD in flat[::2]:
                 continue
             try:
-                reply = decode_reply(entry.fields, self.config.limits)
-            except CodecError as exc:
-                with self._lock:
-                    self._stats.undecodable_replies += 1
-                log.warning("dropping undecodable reply %s on %s: %s", entry.entry_id, self.reply_key, exc)
-                continue
-            future = self._route(reply)
-            if future is not None:
-                resolve(future, reply)
-        return [entry.entry_id for entry in entries]
+                replies.append(decode_reply_fields(flat, limits))
+            except Exception as exc:  # CodecError, or a shape no codec path expected: never stop the reader
+                bad += 1
+                log.warning("dropping undecodable reply %s on %s: %s", entry_id, self.reply_key, exc)
+        with self._lock:
+            self._stats.undecodable_replies += bad
+            routed = [(future, reply) for reply in replies if (future := self._route(reply)) is not None]
+        for future, reply in routed:
+            resolve(future, reply)
+        return [entry_id for entry_id, _ in entries]
 
     def _route(self, reply: Reply) -> F | None:
-        with self._lock:
-            entry = self._pending.pop(reply.id, None)
-            if entry is not None:
-                self._stats.replies += 1
-                self._remember(reply.id, answered=True)
-                return entry.future
-            answered = self._finished.get(reply.id)
-            if answered is None:
-                self._stats.unknown_replies += 1
-                kind = "unknown"
-            elif answered:
-                self._stats.duplicate_replies += 1
-                kind = "duplicate"
-            else:
-                self._stats.late_replies += 1
-                kind = "late"
+        """The pending future a reply answers, or None (counted as duplicate, late or unknown). Holds the lock."""
+        entry = self._pending.pop(reply.id, None)
+        if entry is not None:
+            self._stats.replies += 1
+            self._remember(reply.id, answered=True)
+            return entry.future
+        answered = self._finished.get(reply.id)
+        if answered is None:
+            self._stats.unknown_replies += 1
+            kind = "unknown"
+        elif answered:
+            self._stats.duplicate_replies += 1
+            kind = "duplicate"
+        else:
+            self._stats.late_replies += 1
+            kind = "late"
         log.debug("dropping %s reply for request %s (status %s)", kind, reply.id, reply.status.value)
         return None
 
@@ -446,7 +465,8 @@ class ReplyCursor:
     """The reply reader's position and backoff, shared by the listener thread and the reader task.
 
     A reader loop reads from ``last_id`` (deleting ``to_delete`` in the same round trip), then calls
-    :meth:`consumed` with the response, or :meth:`failed` with the error and waits the delay it returns.
+    :meth:`consumed` with the raw response (the connection's ``read_response``, no redis-py callback), or
+    :meth:`failed` with the error and waits the delay it returns.
     """
 
     def __init__(self, core: ClientCore[Any]) -> None:
@@ -456,12 +476,12 @@ class ReplyCursor:
         self._failures = 0  # consecutive failed reads
 
     def consumed(self, response: Any) -> None:
-        """Handle a read's response: route the replies, remember them for deletion, reset the backoff."""
+        """Handle a raw XREAD response: route the replies, remember them for deletion, reset the backoff."""
         self._failures = 0
-        entries = stream_entries(response)
-        self.to_delete = self._core.handle_entries(entries)
-        if entries:
-            self.last_id = entries[-1].entry_id
+        read = entries(response)
+        self.to_delete = self._core.handle_entries(read)
+        if read:
+            self.last_id = read[-1][0]
 
     def failed(self, exc: Exception) -> float:
         """Count and log a failed read. Returns how long to wait before the next one."""

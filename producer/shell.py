@@ -1,17 +1,18 @@
 """What the two client shells share besides the core: construction, the Redis commands they queue, facts.
 
 :class:`~producer.client.Client` and :class:`~producer.aio.AsyncClient` subclass :class:`ClientShell`. The
-commands of a send round and of a reply read are queued here on a pipeline of either redis-py flavour
-(queuing does not block or await in either); the shells only execute them and sleep where told.
+commands of a send round and of a reply read are packed here as RESP bytes (:mod:`producer.wire`); the shells
+only write them on a connection of either redis-py flavour, read the replies, and sleep where told.
 """
 
 from __future__ import annotations
 
 from typing import Any, Generic
 
-from producer.backpressure import Backpressure, OnBusy
+from producer.backpressure import ADD_SCRIPT_SHA, Backpressure, OnBusy
 from producer.core import READ_COUNT, ClientConfig, ClientCore, ClientStats, F, PreparedRequest, ReplyCursor
-from producer.submission import AddEntry, SendRound, Submission
+from producer.submission import SendRound, Submission
+from producer.wire import Wire, read_command
 
 
 class ClientShell(Generic[F]):
@@ -33,6 +34,8 @@ class ClientShell(Generic[F]):
         self._backpressure = Backpressure(config.stream, on_busy)
         self._core: ClientCore[F] = ClientCore(config)
         self._owns_redis = owns_redis
+        self._wire = Wire(config.stream, ADD_SCRIPT_SHA)
+        self._reply_key_bytes = self._core.reply_key.encode()
 
     def _submission(
         self, prepared: list[PreparedRequest], futures: list[F], *, raise_errors: bool = False
@@ -43,26 +46,19 @@ class ClientShell(Generic[F]):
     def _result_timeout_s(self, timeout: float | None) -> float | None:
         return self._core.config.default_timeout_s if timeout is None else timeout
 
-    @staticmethod
-    def _add(target: Any, action: SendRound, add: AddEntry) -> Any:
-        """Call one add on ``target``: queue it on a pipeline, or send it (the coroutine, for asyncio)."""
-        if add.script_args is None:
-            return target.xadd(action.stream, add.fields)
-        return target.evalsha(action.sha, 1, action.stream, *add.script_args)
+    def _round_bytes(self, action: SendRound) -> bytes:
+        """A send round as one RESP byte string (see :mod:`producer.wire`); it gets ``action.commands`` replies."""
+        heads = [p.head for p in action.requests]
+        bodies = [p.body for p in action.requests]
+        if action.scripted:
+            return self._wire.scripts(heads, bodies, action.max_backlog)[0]
+        return self._wire.xadds(heads, bodies)
 
-    def _queue_round(self, pipe: Any, action: SendRound) -> None:
-        """Queue a send round's commands on a pipeline (sync or asyncio: queuing neither blocks nor awaits)."""
-        for add in action.adds:
-            self._add(pipe, action, add)
-
-    def _read_args(self, cursor: ReplyCursor) -> dict[str, Any]:
-        """Keyword arguments of the next XREAD of the reply stream."""
-        return {"streams": {self._core.reply_key: cursor.last_id}, "count": READ_COUNT, "block": self._core.block_ms()}
-
-    def _queue_read(self, pipe: Any, cursor: ReplyCursor) -> None:
-        """Queue the XDEL of what the last read consumed and the next XREAD, for one round trip."""
-        pipe.xdel(self._core.reply_key, *cursor.to_delete)
-        pipe.xread(**self._read_args(cursor))
+    def _read_bytes(self, cursor: ReplyCursor) -> tuple[bytes, int]:
+        """The XDEL of what the last read consumed (if anything) and the next XREAD, and how many replies they get."""
+        key = self._reply_key_bytes
+        payload = read_command(key, cursor.last_id, READ_COUNT, self._core.block_ms(), cursor.to_delete)
+        return payload, 2 if cursor.to_delete else 1
 
     @property
     def model(self) -> str:

@@ -8,13 +8,14 @@ reports back with :meth:`Submission.done` or :meth:`Submission.failed`, until th
             time.sleep(action.seconds)          # or: await asyncio.sleep(...)
             continue
         try:
-            submission.done(action, run(action))  # run: HGET / SCRIPT LOAD / one pipeline
+            submission.done(action, run(action))  # run: HGET / SCRIPT LOAD / one packed round
         except Exception as exc:
             submission.failed(exc)            # raises when it gives up
 
-The machine decides everything else: when to re-read the published backlog limit, plain XADD or the
-backlog script (by EVALSHA, loading it once on NOSCRIPT), which requests a round carries, busy retries
-with backoff until each request's deadline, re-sends after connection errors, and which futures fail.
+The machine decides everything else: when to re-read the published backlog limit, plain XADDs or the
+backlog script (by EVALSHA, one call per chunk of a round, loading it on NOSCRIPT), which requests a round
+carries, busy retries with backoff until each request's deadline, re-sends after connection errors, and
+which futures fail.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from redis.exceptions import NoScriptError
 
 from producer.backpressure import ADD_SCRIPT, ADD_SCRIPT_SHA, MAX_BACKLOG_FIELD, Backpressure
 from producer.core import ClientCore, F, PreparedRequest, backoff_s, fail, is_transient
+from producer.wire import chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +47,27 @@ class LoadScript:
 
 
 @dataclass(frozen=True, slots=True)
-class AddEntry:
-    """One command of a send round: ``XADD stream * fields`` or ``EVALSHA sha 1 stream *script_args``."""
-
-    fields: dict[str, bytes]
-    script_args: list[Any] | None  # None: plain XADD
-
-
-@dataclass(frozen=True, slots=True)
 class SendRound:
-    """One pipeline (no transaction) of adds to ``stream``. Report its per-command results, errors included."""
+    """One round trip of adds to ``stream``, packed in bulk (:mod:`producer.wire`).
+
+    With ``max_backlog`` 0: one ``XADD`` per request; report one result per request. Otherwise one backlog
+    script call (``EVALSHA sha``) per chunk of requests (``wire.chunks``); report one result per call. Errors
+    are reported as results, not raised.
+    """
 
     stream: str
-    adds: list[AddEntry]
+    requests: list[PreparedRequest]
+    max_backlog: int
     sha: str = ADD_SCRIPT_SHA
+
+    @property
+    def scripted(self) -> bool:
+        return self.max_backlog > 0
+
+    @property
+    def commands(self) -> int:
+        """How many replies the round's bytes get."""
+        return len(chunks(len(self.requests))) if self.scripted else len(self.requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +130,8 @@ class Submission(Generic[F]):
             return FetchLimits(self._bp.limits_key)
         if self._need_script:
             return LoadScript()
-        limited = self._bp.max_backlog > 0
-        adds = [
-            AddEntry(p.fields, self._bp.script_args(p.fields) if limited else None)
-            for p in (self._prepared[i] for i in self._todo)
-        ]
-        return SendRound(self._core.config.stream, adds)
+        requests = [self._prepared[i] for i in self._todo]
+        return SendRound(self._core.config.stream, requests, self._bp.max_backlog)
 
     def done(self, action: Action, result: Any) -> None:
         """Report the result of ``action``: the HGET's value, or the pipeline's per-command results."""
@@ -135,7 +140,7 @@ class Submission(Generic[F]):
         elif isinstance(action, LoadScript):
             self._need_script = False
         elif isinstance(action, SendRound):
-            self._settle(list(result))
+            self._settle(self._per_request(action, list(result)))
 
     def failed(self, error: Exception) -> None:
         """Report that an action raised. Schedules a re-send after a connection error, else re-raises it."""
@@ -152,23 +157,46 @@ class Submission(Generic[F]):
             self._futures[i].cancel()
         self._todo = []
 
+    def fail_unsent(self, error: BaseException) -> None:
+        """Fail the requests not sent yet with ``error`` (a shell that sends for others gave up on a round)."""
+        for i in self._todo:
+            self._core.discard(self._prepared[i].request_id)
+            fail(self._futures[i], error)
+        self._todo = []
+
+    def _per_request(self, action: SendRound, results: list[Any]) -> list[Any]:
+        """One result per request of the round: an entry id, or the error it got."""
+        if not action.scripted:
+            return results
+        out: list[Any] = []
+        for chunk, result in zip(chunks(len(action.requests)), results, strict=True):
+            if isinstance(result, Exception):  # the whole call failed: NOSCRIPT, a wrong type, OOM...
+                out += [result] * len(chunk)
+                continue
+            held, ids = int(result[0]), list(result[1])
+            refused = self._bp.refused(held)
+            out += ids + [refused] * (len(chunk) - len(ids))
+        return out
+
     def _settle(self, results: list[Any]) -> None:
-        if any(isinstance(r, NoScriptError) for r in results):
-            self._need_script = True  # the script cache was flushed: load it and send the round again
-            return
+        # A flushed script cache fails the calls of the round that came after the flush: those requests are
+        # sent again once the script is loaded, the others are settled now (so none is added twice).
+        noscript = {i for i, r in zip(self._todo, results, strict=True) if isinstance(r, NoScriptError)}
         busy = [i for i, r in zip(self._todo, results, strict=True) if self._bp.is_busy(r)]
         deadlines = (d for i in busy if (d := self._prepared[i].deadline) is not None)
         delay = self._bp.retry_delay(self._busy_attempts, min(deadlines, default=None)) if busy else None
         retry = set(busy) if delay is not None else set()
         outcome = dict(zip(self._todo, results, strict=True))
         for i in self._todo:
-            if i in retry:
+            if i in retry or i in noscript:
                 continue
             error = self._bp.busy(self._prepared[i].request_id, outcome[i]) if i in busy else outcome[i]
             if isinstance(error, Exception):
                 self._fail(i, error)
-        self._todo = sorted(retry)
-        self._busy_attempts += 1
+        self._todo = sorted(retry | noscript)
+        self._need_script = bool(noscript)
+        if busy:
+            self._busy_attempts += 1
         self._wait = delay
 
     def _fail(self, index: int, error: Exception) -> None:

@@ -7,12 +7,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
 from producer import AsyncClient, Busy, Client
+from producer.wire import SCRIPT_CHUNK
 from redis_infer_protocol.codec import Status
 from tests.helpers import WorkerThread, make_affine_model, rand
 from worker.testing import wait_until
@@ -148,3 +150,73 @@ def test_retries_carry_a_submit_through_a_redis_restart(tmp_path: Path) -> None:
                 plain.submit({"x": rand(1, 2)})
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------- once per batch, not per request
+
+
+def test_one_script_call_per_chunk_of_a_batch(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 10_000)
+    with Client(redis_url, model="m") as client:
+        client.submit({"x": rand(1, 2)})  # reads the limit and loads the script
+        before = script_calls(redis_client)
+        futures = client.submit_many([{"x": rand(1, 2)} for _ in range(2 * SCRIPT_CHUNK + 1)])
+        assert not any(f.done() for f in futures)
+        assert script_calls(redis_client) - before == 3  # chunks of SCRIPT_CHUNK, not one call per request
+    assert redis_client.xlen(STREAM) == 2 * SCRIPT_CHUNK + 2
+
+
+def test_wait_mode_retries_only_the_part_of_a_batch_over_the_limit(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 5)
+    with Client(redis_url, model="m", on_busy="wait") as client:
+        before = script_calls(redis_client)
+
+        def drain() -> None:  # once the batch was turned away, a worker trims the first three entries
+            wait_until(lambda: script_calls(redis_client) >= before + 2, what="the client retried")
+            for entry_id, _ in redis_client.xrange(STREAM, count=3):
+                redis_client.xdel(STREAM, entry_id)
+
+        threading.Thread(target=drain).start()
+        ids = [f"r{i}" for i in range(8)]
+        futures = client.submit_many([{"x": rand(1, 2)} for _ in ids], request_ids=ids, timeout=30)
+        assert not any(f.done() for f in futures) and client.pending == 8
+    assert [f[b"id"] for _, f in redis_client.xrange(STREAM)] == [b"r3", b"r4", b"r5", b"r6", b"r7"]
+
+
+class FlushBetweenCalls(redis.Connection):
+    """Writes a round's first backlog script call, waits until Redis ran it, runs SCRIPT FLUSH on another
+    connection, then writes the rest of the round: the later calls meet NOSCRIPT in the middle of a batch."""
+
+    url = ""
+    flushed = False
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        data = b"".join(command) if isinstance(command, list) else command
+        second = data.find(b"$7\r\nEVALSHA\r\n", data.find(b"$7\r\nEVALSHA\r\n") + 1)
+        if second < 0 or FlushBetweenCalls.flushed:
+            super().send_packed_command(command, check_health)
+            return
+        FlushBetweenCalls.flushed = True
+        split = data.rfind(b"*", 0, second)  # the second call's array header
+        super().send_packed_command([data[:split]], check_health)
+        other = redis.Redis.from_url(self.url)
+        try:
+            wait_until(lambda: other.xlen(STREAM) >= SCRIPT_CHUNK, what="the first call ran")
+            other.script_flush()
+        finally:
+            other.close()
+        super().send_packed_command([data[split:]], check_health)
+
+
+def test_noscript_in_the_middle_of_a_batch_adds_every_request_once(redis_url: str, redis_client: redis.Redis) -> None:
+    limit(redis_client, 10_000)
+    FlushBetweenCalls.url, FlushBetweenCalls.flushed = redis_url, False
+    own = redis.Redis.from_url(redis_url, connection_class=FlushBetweenCalls)
+    n = 2 * SCRIPT_CHUNK + 7
+    with Client(model="m", redis=own) as client:
+        ids = [f"r{i}" for i in range(n)]
+        futures = client.submit_many([{"x": rand(1, 2)} for _ in ids], request_ids=ids, timeout=30)
+        assert FlushBetweenCalls.flushed
+        assert not any(f.done() for f in futures) and client.pending == n
+    own.close()
+    assert [f[b"id"] for _, f in redis_client.xrange(STREAM)] == [i.encode() for i in ids]

@@ -148,99 +148,61 @@ def test_many_concurrent_submits_all_answered(worker: FakeWorker, client: Driver
     assert (stats.submitted, stats.replies, stats.timeouts, client.pending) == (200, 200, 0, 0)
 
 
-class SpyRedis(redis.Redis):
-    """Counts XADDs sent one by one and XADDs sent per pipeline; the first ``fail_sends`` sends of XADDs (one
-    by one or a pipeline of them) fail as if the connection dropped before reaching Redis."""
+def _commands(payload: Any, name: bytes) -> int:
+    """How many commands called ``name`` a packed write carries (a command's first bulk string)."""
+    data = b"".join(payload) if isinstance(payload, list | tuple) else bytes(payload)
+    return data.count(b"\r\n$%d\r\n%b\r\n" % (len(name), name))
 
+
+class SpyConnection(redis.Connection):
+    """Records the XADDs of every write that carries some (``writes``: one count per write), and fails the first
+    ``fail_sends`` of those writes and the first ``fail_reads`` writes of an XREAD as if the connection dropped.
+
+    The state is on the class: :func:`spy_redis` makes a fresh subclass per client.
+    """
+
+    writes: list[int] = []
+    attempts = 0
     fail_sends = 0
+    fail_reads = 0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.direct_xadds = 0
-        self.pipelined_xadds: list[int] = []
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        if args[0] == "XADD":
-            self.direct_xadds += 1
-            if self.fail_sends:
-                self.fail_sends -= 1
-                raise redis.ConnectionError("connection reset by test")
-        return super().execute_command(*args, **options)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        execute = pipe.execute
-
-        def spied_execute(raise_on_error: bool = True) -> list[Any]:
-            xadds = sum(1 for args, _ in pipe.command_stack if args[0] == "XADD")
-            if xadds and self.fail_sends:
-                self.fail_sends -= 1
-                raise redis.ConnectionError("connection reset by test")
-            if xadds:
-                self.pipelined_xadds.append(xadds)
-            return execute(raise_on_error)
-
-        pipe.execute = spied_execute  # type: ignore[method-assign]
-        return pipe
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _spy(type(self), command)
+        super().send_packed_command(command, check_health)
 
 
-class AsyncSpyRedis(aioredis.Redis):
-    """SpyRedis for the async client."""
+class AsyncSpyConnection(aioredis.Connection):
+    """SpyConnection for the async client."""
 
+    writes: list[int] = []
+    attempts = 0
     fail_sends = 0
+    fail_reads = 0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.direct_xadds = 0
-        self.pipelined_xadds: list[int] = []
-
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if args[0] == "XADD":
-            self.direct_xadds += 1
-            if self.fail_sends:
-                self.fail_sends -= 1
-                raise redis.ConnectionError("connection reset by test")
-        return await super().execute_command(*args, **options)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        execute = pipe.execute
-
-        async def spied_execute(raise_on_error: bool = True) -> list[Any]:
-            xadds = sum(1 for command in pipe.command_stack if command[0][0] == "XADD")
-            if xadds and self.fail_sends:
-                self.fail_sends -= 1
-                raise redis.ConnectionError("connection reset by test")
-            if xadds:
-                self.pipelined_xadds.append(xadds)
-            return await execute(raise_on_error)
-
-        pipe.execute = spied_execute  # type: ignore[method-assign]
-        return pipe
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _spy(type(self), command)
+        await super().send_packed_command(command, check_health)
 
 
-class FlakyRedis(redis.Redis):
-    """Fails its first ``failures`` XREADs as if the connection dropped."""
+def _spy(cls: Any, command: Any) -> None:
+    if cls.fail_reads and _commands(command, b"XREAD"):
+        cls.fail_reads -= 1
+        raise redis.ConnectionError("connection reset by test")
+    xadds = _commands(command, b"XADD")
+    if not xadds:
+        return
+    cls.attempts += 1
+    if cls.fail_sends:
+        cls.fail_sends -= 1
+        raise redis.ConnectionError("connection reset by test")
+    cls.writes.append(xadds)
 
-    failures = 2
 
-    def xread(self, *args: Any, **kwargs: Any) -> Any:
-        if self.failures:
-            self.failures -= 1
-            raise redis.ConnectionError("connection reset by test")
-        return super().xread(*args, **kwargs)
-
-
-class AsyncFlakyRedis(aioredis.Redis):
-    """FlakyRedis for the async client."""
-
-    failures = 2
-
-    async def xread(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if self.failures:
-            self.failures -= 1
-            raise redis.ConnectionError("connection reset by test")
-        return await super().xread(*args, **kwargs)
+def spy_redis(kind: Kind, url: str, *, fail_sends: int = 0, fail_reads: int = 0) -> Any:
+    """A Redis client for a client of ``kind`` whose connections are a fresh spy class (see ``SpyConnection``)."""
+    base = SpyConnection if kind == "sync" else AsyncSpyConnection
+    cls = type("Spy", (base,), {"writes": [], "fail_sends": fail_sends, "fail_reads": fail_reads})
+    return own_redis(kind, url, connection_class=cls)
 
 
 def own_redis(kind: Kind, url: str, cls: type[Any] | None = None, **kwargs: Any) -> Any:
@@ -254,20 +216,18 @@ def own_redis(kind: Kind, url: str, cls: type[Any] | None = None, **kwargs: Any)
 
 
 def spy_of(client: Driver) -> Any:
-    """The Redis client a driver's client uses."""
-    return client.client._redis
+    """The spy connection class of a driver's client (made by :func:`spy_redis`)."""
+    return client.client._redis.connection_pool.connection_class
 
 
 def test_submit_many_sends_one_pipeline(
     worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str
 ) -> None:
-    c = make_client(url=None, redis=own_redis(kind, redis_url, SpyRedis if kind == "sync" else AsyncSpyRedis))
+    c = make_client(url=None, redis=spy_redis(kind, redis_url))
     xs = [np.full(4, i, np.float64) for i in range(50)]
     futures = c.submit_many([{"x": x} for x in xs], request_ids=[f"r{i}" for i in range(50)])
     replies = [f.result(WAIT_S) for f in futures]
-    spy = spy_of(c)
-    assert spy.pipelined_xadds == [50]
-    assert spy.direct_xadds == 0
+    assert spy_of(c).writes == [50]  # one write carries all 50
     assert [r.id for r in replies] == [f"r{i}" for i in range(50)]
     for x, reply in zip(xs, replies, strict=True):
         np.testing.assert_array_equal(reply.outputs["y"], x * 2)
@@ -277,20 +237,19 @@ def test_submit_many_sends_one_pipeline(
 def test_connection_errors_are_retried_with_the_same_request(
     worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str, retries: int
 ) -> None:
-    spy_cls = type("FailTwice", (SpyRedis if kind == "sync" else AsyncSpyRedis,), {"fail_sends": 2})
-    c = make_client(url=None, retries=retries, redis=own_redis(kind, redis_url, spy_cls))
+    c = make_client(url=None, retries=retries, redis=spy_redis(kind, redis_url, fail_sends=2))
     if retries == 0:
         with pytest.raises(redis.ConnectionError):
             c.submit({"x": np.ones(1)}, request_id="r")
         assert c.pending == 0
         return
     assert c.submit({"x": np.ones(1)}, request_id="r").result(WAIT_S).id == "r"
-    assert spy_of(c).direct_xadds == 3  # two failed sends, then the one that reached Redis
+    assert (spy_of(c).attempts, spy_of(c).writes) == (3, [1])  # two failed sends, then the one that reached Redis
     assert [r.id for r in worker.received] == ["r"]
     spy_of(c).fail_sends = 1  # and a pipeline of them
     futures = c.submit_many([{"x": np.ones(1)}] * 2, request_ids=["m1", "m2"])
     assert [f.result(WAIT_S).id for f in futures] == ["m1", "m2"]
-    assert spy_of(c).pipelined_xadds == [2]
+    assert spy_of(c).writes == [1, 2]
 
 
 def test_backlog_limit_raises_busy_and_adds_nothing(make_client: MakeClient, redis_client: redis.Redis) -> None:
@@ -446,7 +405,7 @@ def test_listener_survives_lost_connection(
 def test_listener_backs_off_and_recovers_from_read_errors(
     worker: FakeWorker, make_client: MakeClient, kind: Kind, redis_url: str
 ) -> None:
-    c = make_client(url=None, redis=own_redis(kind, redis_url, FlakyRedis if kind == "sync" else AsyncFlakyRedis))
+    c = make_client(url=None, redis=spy_redis(kind, redis_url, fail_reads=2))
     np.testing.assert_array_equal(c.infer({"x": np.ones(1)}, timeout=WAIT_S)["y"], [2])
     assert c.stats.read_errors == 2
 
@@ -552,7 +511,7 @@ def test_close_fails_pending_and_deletes_reply_stream(
 def test_close_leaves_a_given_redis_open(make_client: MakeClient, kind: Kind, redis_url: str) -> None:
     c = make_client(url=None, model="m", redis=own_redis(kind, redis_url))
     assert "reply_stream" in repr(c.client)
-    given = spy_of(c)
+    given = c.client._redis
     c.close()
     assert (c.loop is None and given.ping()) or (c.loop is not None and c.loop.run(given.ping()))
 

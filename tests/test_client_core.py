@@ -19,7 +19,6 @@ from redis_infer_protocol.codec import Reply, decode_request
 from redis_infer_protocol.limits import DEFAULT_LIMITS, MAX_REQUEST_ID_BYTES, PRIORITY_MAX, PRIORITY_MIN
 
 STREAM = "s"
-BUSY = ResponseError("BACKLOG s holds 5 entries, the limit is 5")
 
 
 def new_core(retries: int = 0) -> ClientCore[Future[Reply]]:
@@ -53,8 +52,8 @@ def test_first_action_reads_the_published_limit_then_sends_plain_xadds() -> None
     sub.done(action, None)  # no limit published
     round_ = send_round(sub)
     assert round_.stream == STREAM
-    assert [add.script_args for add in round_.adds] == [None, None]
-    assert [decode_request(add.fields).id for add in round_.adds] == ["r0", "r1"]
+    assert not round_.scripted and round_.commands == 2
+    assert [decode_request(p.fields).id for p in round_.requests] == ["r0", "r1"]
     sub.done(round_, [b"1-0", b"1-1"])
     assert sub.next_action() is None
     assert core.pending_count == 2 and not any(f.done() for f in futures)
@@ -64,25 +63,25 @@ def test_a_published_limit_sends_through_the_script_by_sha() -> None:
     sub, _, _ = start(1, max_backlog=5)
     round_ = send_round(sub)
     assert round_.sha == ADD_SCRIPT_SHA
-    assert round_.adds[0].script_args is not None and round_.adds[0].script_args[0] == 5
+    assert round_.scripted and round_.max_backlog == 5 and round_.commands == 1
 
 
 def test_noscript_loads_the_script_and_sends_the_round_again() -> None:
     sub, core, _ = start(2, max_backlog=5)
     round_ = send_round(sub)
-    sub.done(round_, [NoScriptError("NOSCRIPT"), NoScriptError("NOSCRIPT")])
+    sub.done(round_, [NoScriptError("NOSCRIPT")])  # one script call carries both requests
     load = sub.next_action()
     assert load == LoadScript(ADD_SCRIPT)
     sub.done(load, ADD_SCRIPT_SHA)
     again = send_round(sub)
-    assert len(again.adds) == 2
-    sub.done(again, [b"1-0", b"1-1"])
+    assert len(again.requests) == 2
+    sub.done(again, [[2, [b"1-0", b"1-1"]]])
     assert sub.next_action() is None and core.pending_count == 2
 
 
 def test_busy_in_raise_mode_fails_only_the_busy_future() -> None:
     sub, core, futures = start(2, max_backlog=5)
-    sub.done(send_round(sub), [b"1-0", BUSY])
+    sub.done(send_round(sub), [[5, [b"1-0"]]])  # the script added the first, then the stream was full
     assert sub.next_action() is None
     assert not futures[0].done()
     assert isinstance(futures[1].exception(0), Busy)
@@ -91,20 +90,20 @@ def test_busy_in_raise_mode_fails_only_the_busy_future() -> None:
 
 def test_busy_in_raise_mode_raises_from_a_single_submit() -> None:
     sub, core, _ = start(1, max_backlog=5, raise_errors=True)
-    sub.done(send_round(sub), [BUSY])
-    with pytest.raises(Busy, match="BACKLOG"):
+    sub.done(send_round(sub), [[5, []]])
+    with pytest.raises(Busy, match="BACKLOG s holds 5 entries, the limit is 5"):
         sub.next_action()
     assert core.pending_count == 0
 
 
 def test_busy_in_wait_mode_sleeps_then_resends_only_the_busy_ones() -> None:
     sub, _, futures = start(3, on_busy="wait", max_backlog=5)
-    sub.done(send_round(sub), [b"1-0", BUSY, b"1-2"])
+    sub.done(send_round(sub), [[5, [b"1-0"]]])
     wait = sub.next_action()
     assert isinstance(wait, Sleep) and 0 < wait.seconds <= 1.0
     again = send_round(sub)
-    assert [decode_request(add.fields).id for add in again.adds] == ["r1"]
-    sub.done(again, [b"1-3"])
+    assert [decode_request(p.fields).id for p in again.requests] == ["r1", "r2"]
+    sub.done(again, [[4, [b"1-3", b"1-4"]]])
     assert sub.next_action() is None
     assert not any(f.done() for f in futures)
 
@@ -123,7 +122,7 @@ def test_connection_errors_are_resent_up_to_retries_then_raised() -> None:
     round_ = send_round(sub)
     sub.failed(RedisConnectionError("reset"))
     assert isinstance(sub.next_action(), Sleep)
-    assert send_round(sub).adds == round_.adds  # same request, same id
+    assert send_round(sub).requests == round_.requests  # same request, same id
     with pytest.raises(RedisConnectionError):
         sub.failed(RedisConnectionError("reset again"))
     sub.abandon()
