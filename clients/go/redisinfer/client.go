@@ -253,15 +253,9 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 	if closed {
 		return nil, ErrClosed
 	}
-	var maxBacklog int64
-	for _, p := range out {
-		if p == nil { // something to send: the limit decides how
-			var err error
-			if maxBacklog, err = c.limit.get(ctx, c.cmd); err != nil {
-				return nil, err
-			}
-			break
-		}
+	maxBacklog, err := c.limitFor(ctx, out)
+	if err != nil {
+		return nil, err
 	}
 	var idx []int
 	for i, prep := range preps {
@@ -298,6 +292,16 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 		c.settleCall(out, call, results[k], maxBacklog)
 	}
 	return out, nil
+}
+
+// limitFor is the max_backlog a round is sent under; read only when the round has something to send.
+func (c *Client) limitFor(ctx context.Context, out []*Pending) (int64, error) {
+	for _, p := range out {
+		if p == nil {
+			return c.limit.get(ctx, c.cmd)
+		}
+	}
+	return 0, nil
 }
 
 func (c *Client) register(id string, wait time.Duration) (*Pending, error) {
