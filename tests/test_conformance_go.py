@@ -16,10 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from redis_infer_protocol import acl
-from tests.conformance_live import SCENARIOS, SPEC_SCENARIOS, Results, check_scenario, run_driver
+from tests.conformance_live import (
+    ACL_SCENARIOS,
+    BUSY_TAIL,
+    SCENARIOS,
+    SPEC_SCENARIOS,
+    Results,
+    check_scenario,
+    run_driver,
+    run_under_the_producer_acl,
+)
 from tests.helpers import ROOT
 from worker.embedded import EmbeddedRedis
 
@@ -67,30 +74,15 @@ def test_scenario(results: Results, scenario: str) -> None:
     check_scenario(results, scenario)
 
 
-# What a producer under the shipped ACL role may do (deploy/acl: XADD to infer:requests and the submit
-# script, HGET of its limits, its own infer:reply:* stream): the scenarios that need nothing else.
-ACL_SCENARIOS = ("ok", "batching", "invalid_argument", "malformed", "expired", "hostile_then_serves")
-
-
 @pytest.fixture(scope="module")
 def acl_results(driver: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
     """The Go client as the shipped ``producer`` user, the worker as ``worker``, on redis-server with the
-    shipped users.acl; the worker publishes a max_backlog, so every request goes through the submit script."""
+    shipped users.acl, under a published max_backlog (so through the backlog script): served, then BUSY."""
     workdir = tmp_path_factory.mktemp("conformance-go-acl")
-    aclfile = workdir / "users.acl"
-    aclfile.write_text((ROOT / "deploy" / "acl" / "users.acl").read_text() + "user admin on >admin ~* &* +@all\n")
-    with EmbeddedRedis(extra_args=["--aclfile", str(aclfile)]) as server:
-        as_user = {u: f"redis://{u}:{acl.PASSWORD_PLACEHOLDER.format(name=u)}@127.0.0.1:{server.port}/0"
-                   for u in ("producer", "worker")}  # fmt: skip
-        env = {**go_env(workdir), "CONFORMANCE_URL": as_user["producer"], "CONFORMANCE_ONLY": ",".join(ACL_SCENARIOS)}
-        yield run_driver([str(driver)], server, workdir, stream="infer:requests", env=env,
-                         worker_url=as_user["worker"], streams={"max_backlog": 100000})  # fmt: skip
-        admin = redis.Redis(port=server.port, username="admin", password="admin")
-        assert admin.hget("infer:requests:limits", "max_backlog") == b"100000"  # the script path was taken
-        admin.close()
+    yield run_under_the_producer_acl([str(driver)], workdir, go_env(workdir))
 
 
-@pytest.mark.parametrize("scenario", ACL_SCENARIOS)
+@pytest.mark.parametrize("scenario", [*ACL_SCENARIOS, BUSY_TAIL])
 def test_scenario_under_the_producer_acl(acl_results: Results, scenario: str) -> None:
     check_scenario(acl_results, scenario)
 

@@ -19,6 +19,14 @@ export class RedisConnection {
   close(): void;
 }
 
+/** The protocol's backlog script (docs/protocol.md §2.1), byte for byte, and its SHA1. */
+export const BACKLOG_SCRIPT: string;
+export const BACKLOG_SCRIPT_SHA: string;
+/** The most requests one backlog script call adds. */
+export const SCRIPT_CHUNK: number;
+/** How long the client trusts the max_backlog it read, in ms. */
+export const LIMIT_REFRESH_MS: number;
+
 export interface TensorIn { name: string; datatype: Datatype; shape: number[]; data: Uint8Array | unknown[]; }
 export interface TensorOut { name: string; datatype: Datatype; shape: number[]; data: Uint8Array; readonly values: unknown; }
 export interface Request {

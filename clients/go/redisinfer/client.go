@@ -15,27 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/redis-infer/redis-infer/clients/go/resp"
 )
-
-// SubmitScript is the Python client's backpressure script (producer/backpressure.py ADD_SCRIPT, the same
-// text and so the same SHA1): KEYS[1] the request stream, ARGV[1] the max_backlog the client read,
-// ARGV[2...] the entry's fields and values. It adds the entry unless the backlog (XLEN) is at the limit,
-// and then answers an error starting "BACKLOG" instead (docs/protocol.md §2.1). It touches only the request
-// stream, so the shipped producer ACL (deploy/acl) allows it.
-const SubmitScript = `
-local max = tonumber(ARGV[1])
-local len = redis.call('XLEN', KEYS[1])
-if max > 0 and len >= max then
-  return redis.error_reply('BACKLOG ' .. KEYS[1] .. ' holds ' .. len .. ' entries, the limit is ' .. max)
-end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-`
 
 // Config holds the client's settings; the zero value of each field means its default.
 type Config struct {
@@ -258,8 +243,9 @@ func (c *Client) SubmitEncoded(ctx context.Context, id, v string, body []byte, w
 	return ps[0], nil
 }
 
-// send registers a Pending for each prepared request (out[i] == nil), adds them in one pipeline and
-// settles those that were refused (BUSY from the submit script, or an error reply).
+// send registers a Pending for each prepared request (out[i] == nil), adds them in one pipeline (one XADD
+// each with no limit published, one backlog script call per chunk under one) and settles those that were
+// refused (BUSY from the script, or an error reply).
 func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]*Pending, error) {
 	c.mu.Lock()
 	closed := c.closed
@@ -267,17 +253,10 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 	if closed {
 		return nil, ErrClosed
 	}
-	var maxBacklog int64
-	for _, p := range out {
-		if p == nil { // something to send: the limit decides how
-			var err error
-			if maxBacklog, err = c.limit.get(ctx, c.cmd); err != nil {
-				return nil, err
-			}
-			break
-		}
+	maxBacklog, err := c.limitFor(ctx, out)
+	if err != nil {
+		return nil, err
 	}
-	var cmds [][]interface{}
 	var idx []int
 	for i, prep := range preps {
 		if out[i] != nil {
@@ -289,50 +268,40 @@ func (c *Client) send(ctx context.Context, preps []prepared, out []*Pending) ([]
 			continue
 		}
 		out[i] = p
-		cmds = append(cmds, c.addCommand(prep, maxBacklog))
 		idx = append(idx, i)
 	}
-	if len(cmds) == 0 {
+	if len(idx) == 0 {
 		return out, nil
 	}
+	calls := c.addCalls(preps, idx, maxBacklog)
+	cmds := make([][]interface{}, len(calls))
+	for k, call := range calls {
+		cmds[k] = call.cmd
+	}
 	results, err := c.cmd.Pipeline(ctx, cmds)
+	if err == nil {
+		err = c.evalMissing(ctx, calls, results)
+	}
 	if err != nil {
 		for _, i := range idx {
 			c.settle(out[i].ID, nil, err)
 		}
 		return nil, err
 	}
-	for k, i := range idx {
-		res := results[k]
-		if e, ok := res.(resp.Error); ok && strings.HasPrefix(string(e), "NOSCRIPT") {
-			res, err = c.evalScript(ctx, cmds[k]) // not in the script cache yet (or flushed): send the text
-		}
-		c.afterScript(out[i], res, err)
+	for k, call := range calls {
+		c.settleCall(out, call, results[k], maxBacklog)
 	}
 	return out, nil
 }
 
-func (c *Client) evalScript(ctx context.Context, cmd []interface{}) (interface{}, error) {
-	args := append([]interface{}{"EVAL", SubmitScript}, cmd[2:]...) // cmd is EVALSHA <sha> <numkeys> ...
-	replies, err := c.cmd.Pipeline(ctx, [][]interface{}{args})
-	if err != nil {
-		return nil, err
-	}
-	return replies[0], nil
-}
-
-func (c *Client) afterScript(p *Pending, res interface{}, err error) {
-	if e, ok := res.(resp.Error); ok && err == nil {
-		if strings.HasPrefix(string(e), "BACKLOG") {
-			err = &StatusError{Status: StatusBusy, ID: p.ID, Message: string(e) + "; nothing was added"}
-		} else {
-			err = fmt.Errorf("adding request %s: %w", p.ID, e)
+// limitFor is the max_backlog a round is sent under; read only when the round has something to send.
+func (c *Client) limitFor(ctx context.Context, out []*Pending) (int64, error) {
+	for _, p := range out {
+		if p == nil {
+			return c.limit.get(ctx, c.cmd)
 		}
 	}
-	if err != nil {
-		c.settle(p.ID, nil, err)
-		p.submitErr = err
-	}
+	return 0, nil
 }
 
 func (c *Client) register(id string, wait time.Duration) (*Pending, error) {

@@ -7,6 +7,7 @@ package redisinfer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis-infer/redis-infer/clients/go/msgpack"
+	"github.com/redis-infer/redis-infer/clients/go/resp"
 )
 
 func offlineClient() *Client {
@@ -154,38 +156,100 @@ func TestStreamEntries(t *testing.T) {
 	}
 }
 
-func TestSubmitScriptIsThePythonClients(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("..", "..", "..", "producer", "backpressure.py"))
+// protocolScript is the backlog script of docs/protocol.md §2.1: the text between its only lua fence and
+// the fence that closes it (tests/test_backlog_script.py checks the Python client's against the same block).
+func protocolScript(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "protocol.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	const start = `ADD_SCRIPT: Final = """`
+	const fence = "```lua\n"
 	text := string(src)
-	i := strings.Index(text, start)
-	if i < 0 {
-		t.Fatal("ADD_SCRIPT not found in producer/backpressure.py")
+	if strings.Count(text, fence) != 1 {
+		t.Fatal("docs/protocol.md must hold exactly one lua block: the backlog script")
 	}
-	text = text[i+len(start):]
-	if python := text[:strings.Index(text, `"""`)]; python != SubmitScript {
-		t.Fatalf("the scripts differ:\n%s\n---\n%s", python, SubmitScript)
+	text = text[strings.Index(text, fence)+len(fence):]
+	return text[:strings.Index(text, "```")]
+}
+
+func TestSubmitScriptIsTheProtocols(t *testing.T) {
+	if doc := protocolScript(t); doc != SubmitScript {
+		t.Fatalf("the scripts differ:\n%q\n---\n%q", doc, SubmitScript)
+	}
+	if !strings.Contains(string(mustRead(t, "..", "..", "..", "docs", "protocol.md")), "`"+submitScriptSHA+"`") {
+		t.Fatalf("docs/protocol.md does not name the script's SHA1 %s", submitScriptSHA)
 	}
 }
 
-func TestAddCommandUsesTheScriptOnlyUnderALimit(t *testing.T) {
+func mustRead(t *testing.T, parts ...string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(parts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func preparedN(n int) ([]prepared, []int) {
+	preps := make([]prepared, n)
+	idx := make([]int, n)
+	for i := range preps {
+		preps[i] = prepared{id: fmt.Sprint("r", i), v: "1", body: []byte{0x80}}
+		idx[i] = i
+	}
+	return preps, idx
+}
+
+func TestAddCallsUseTheScriptOnlyUnderALimitOneCallPerChunk(t *testing.T) {
 	c := offlineClient()
 	c.replyTo = "infer:reply:r"
-	prep := prepared{id: "i", v: "1", body: []byte{0x80}}
-	plain := c.addCommand(prep, 0)
-	if plain[0] != "XADD" || plain[1] != "infer:requests" || plain[2] != "*" || len(plain) != 11 {
-		t.Fatalf("without a limit: %q", plain)
+	preps, idx := preparedN(2*ScriptChunk + 1)
+	plain := c.addCalls(preps, idx, 0)
+	if len(plain) != len(preps) || plain[0].cmd[0] != "XADD" || plain[0].cmd[1] != "infer:requests" ||
+		plain[0].cmd[2] != "*" || len(plain[0].cmd) != 11 || !reflect.DeepEqual(plain[5].members, []int{5}) {
+		t.Fatalf("without a limit: %q", plain[0].cmd)
 	}
-	script := c.addCommand(prep, 7)
-	if script[0] != "EVALSHA" || script[1] != submitScriptSHA || script[2] != 1 || script[4] != int64(7) ||
-		!reflect.DeepEqual(script[5:], plain[3:]) {
-		t.Fatalf("with a limit: %q", script)
+	calls := c.addCalls(preps, idx[1:], 7) // idx[0] settled before sending (invalid input...)
+	if len(calls) != 2 || len(calls[0].members) != ScriptChunk || calls[0].members[0] != 1 ||
+		!reflect.DeepEqual(calls[1].members, idx[ScriptChunk+1:]) {
+		t.Fatalf("chunks: %d calls, members %v...", len(calls), calls[0].members[:2])
 	}
-	if submitScriptSHA != "3ac24c9dd4f01ba10e7df327cd649dee9757e74d" { // producer.backpressure.ADD_SCRIPT_SHA
-		t.Fatalf("sha %s", submitScriptSHA)
+	head := []interface{}{"EVALSHA", submitScriptSHA, 1, "infer:requests", int64(7), ScriptChunk}
+	if !reflect.DeepEqual(calls[0].cmd[:6], head) || len(calls[0].cmd) != 6+9*ScriptChunk {
+		t.Fatalf("script call: %q", calls[0].cmd[:6])
+	}
+	second := append([]interface{}{8}, plain[2].cmd[3:]...) // k = 8, then request 2's fields
+	if !reflect.DeepEqual(calls[0].cmd[6+9:6+18], second) || calls[1].cmd[5] != ScriptChunk {
+		t.Fatalf("entry layout: %q", calls[0].cmd[6+9:6+18])
+	}
+}
+
+func TestTheScriptsRefusedTailIsBusyAndAnErrorFailsTheWholeCall(t *testing.T) {
+	c := offlineClient()
+	preps, idx := preparedN(5)
+	out := make([]*Pending, len(preps))
+	for i, prep := range preps {
+		out[i], _ = c.register(prep.id, time.Minute)
+	}
+	calls := c.addCalls(preps, idx, 9)
+	ids := []interface{}{[]byte("1-1"), []byte("1-2")}
+	c.settleCall(out, calls[0], []interface{}{int64(9), ids}, 9)
+	for i, p := range out {
+		busy := errors.Is(p.submitErr, ErrBusy)
+		if busy != (i >= 2) {
+			t.Fatalf("request %d: %v (the first 2 were added, the other 3 refused)", i, p.submitErr)
+		}
+	}
+	if len(c.pending) != 2 || !strings.Contains(out[4].submitErr.Error(), "holds 9 entries, the limit is 9") {
+		t.Fatalf("pending %d, %v", len(c.pending), out[4].submitErr)
+	}
+	for _, res := range []interface{}{resp.Error("NOPERM no permissions"), []interface{}{int64(1)}, int64(3)} {
+		p, _ := c.register("x", time.Minute)
+		c.settleCall([]*Pending{p}, addCall{cmd: calls[0].cmd, members: []int{0}}, res, 9)
+		if p.submitErr == nil || errors.Is(p.submitErr, ErrBusy) {
+			t.Fatalf("answer %v: %v", res, p.submitErr)
+		}
 	}
 }
 

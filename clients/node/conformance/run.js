@@ -1,11 +1,16 @@
 // The live conformance scenarios: drives InferClient against a real worker serving the affine model
 // (x: FP32 [N, D] -> y = 2x + 1, s = sum(x, axis 1)). Usage: node run.js <host> <port> <stream>.
-// Prints one JSON line per scenario {name, ok, detail}; exits 1 if any failed.
+// Prints one JSON line per scenario {name, ok, detail}; exits 1 if any failed. CONFORMANCE_ONLY=a,b runs only
+// those (the scenarios of `namedOnly` run only when named). CONFORMANCE_URL: redis://user:password@host:port,
+// the ACL user the clients connect as, instead of host and port.
 import { InferClient, RedisConnection, encode, Float64, Expired, InvalidArgument, Malformed, ModelNotFound,
-  TooLarge, UnsupportedVersion, Busy, Timeout } from '../src/index.js';
+  TooLarge, UnsupportedVersion, Busy, Timeout, SCRIPT_CHUNK } from '../src/index.js';
 
-const [host, portText, stream] = process.argv.slice(2);
-const port = Number(portText);
+const [hostArg, portText, stream] = process.argv.slice(2);
+const url = process.env.CONFORMANCE_URL ? new URL(process.env.CONFORMANCE_URL) : null;
+const host = url?.hostname ?? hostArg;
+const port = Number(url?.port || portText);
+const user = url ? { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) } : {};
 const x = (rows, d = 3, base = 0) => ({
   name: 'x', datatype: 'FP32', shape: [rows, d], data: Array.from({ length: rows * d }, (_, i) => base + i),
 });
@@ -80,7 +85,7 @@ const scenarios = {
     if (t.read_ns - t.compute_start_ns <= 0n) throw new Error('not subtractable'); // mixed types would throw
   },
   async client_timeout(c) {
-    const other = await InferClient.connect({ host, port, stream: `${stream}:nobody` });
+    const other = await InferClient.connect({ host, port, ...user, stream: `${stream}:nobody` });
     try {
       await expectError(other.submit({ model: 'affine', inputs: [x(1)] }, { timeoutMs: 200 }), Timeout);
     } finally {
@@ -111,7 +116,7 @@ const scenarios = {
     await scenarios.ok(c);
   },
   async close_deletes_reply_stream(c) {
-    const other = await InferClient.connect({ host, port, stream });
+    const other = await InferClient.connect({ host, port, ...user, stream });
     await other.infer({ model: 'affine', inputs: [x(1)] });
     const raw = await RedisConnection.connect({ host, port });
     try {
@@ -124,11 +129,37 @@ const scenarios = {
   },
 };
 
+// Only when CONFORMANCE_ONLY names them: they need a set-up the default run does not make.
+const namedOnly = {
+  // No worker; the stream holds XLEN entries and max_backlog is XLEN + room, room > SCRIPT_CHUNK (so the refusal
+  // falls in the second script call). room + 3 requests at once: the first room added, the last 3 BUSY and not
+  // written; then one more BUSY. Read as the client's user (the producer ACL allows HGET of the limits, XLEN).
+  async busy_refuses_the_tail(c) {
+    const raw = await RedisConnection.connect({ host, port, ...user });
+    try {
+      const before = await raw.command('XLEN', stream);
+      const room = Number(new TextDecoder().decode(await raw.command('HGET', `${stream}:limits`, 'max_backlog'))) - before;
+      if (!(room > SCRIPT_CHUNK)) throw new Error(`set-up: room ${room} under the limit, want more than ${SCRIPT_CHUNK}`);
+      const reqs = Array.from({ length: room + 3 }, (_, i) => ({ model: 'affine', inputs: [x(1, 3, i)] }));
+      const results = await c.submitMany(reqs, { timeoutMs: 200 }); // nobody serves them
+      results.forEach((res, i) => {
+        const want = i < room ? Timeout : Busy;
+        if (res.ok || !(res.error instanceof want)) throw new Error(`request ${i} (room ${room}): ${res.error ?? 'OK'}, want ${want.name}`);
+      });
+      await expectError(c.submit({ model: 'affine', inputs: [x(1)] }), Busy);
+      const after = await raw.command('XLEN', stream);
+      if (after !== before + room) throw new Error(`XLEN ${after}, want ${before + room}: refused requests were added`);
+    } finally {
+      raw.close();
+    }
+  },
+};
+
 const only = process.env.CONFORMANCE_ONLY?.split(',');
-const client = await InferClient.connect({ host, port, stream, timeoutMs: 20000 });
+const client = await InferClient.connect({ host, port, ...user, stream, timeoutMs: 20000 });
 let failed = 0;
-for (const [name, run] of Object.entries(scenarios)) {
-  if (only && !only.includes(name)) continue;
+for (const [name, run] of [...Object.entries(scenarios), ...Object.entries(namedOnly)]) {
+  if ((only || name in namedOnly) && !only?.includes(name)) continue;
   try {
     await run(client);
     console.log(JSON.stringify({ name, ok: true }));

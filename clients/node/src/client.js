@@ -1,18 +1,13 @@
 // InferClient: submits requests to the request stream and matches replies from its own reply stream.
 import { randomBytes } from 'node:crypto';
-import { RedisConnection, RedisError } from './resp.js';
+import { RedisConnection } from './resp.js';
 import { encode, decode, Float64 } from './msgpack.js';
 import { flatValues, nest, packValues } from './tensor.js';
 import { errorFor, Busy, Timeout } from './errors.js';
+import { Limit, addCalls, addedBy, evalArgs, isNoScript } from './backlog.js';
 
 const TIMING_KEYS = ['enqueued_ns', 'read_ns', 'batched_ns', 'compute_start_ns', 'compute_end_ns', 'published_ns'];
 const TEXT = new TextDecoder();
-
-// Checks the backlog against the workers' max_backlog and adds the request atomically (docs/protocol.md §2.1).
-const SUBMIT_SCRIPT = `
-local max = tonumber(redis.call('HGET', KEYS[2], 'max_backlog') or '0') or 0
-if max > 0 and redis.call('XLEN', KEYS[1]) >= max then return false end
-return redis.call('XADD', KEYS[1], '*', 'v', ARGV[4], 'id', ARGV[1], 'reply_to', ARGV[2], 'body', ARGV[3])`;
 
 function unwrap(v) {
   if (v instanceof Float64) return v.value;
@@ -42,19 +37,24 @@ function entryFields(raw) {
   return out;
 }
 
+/** The reply if its status is OK; else throws the status's typed error (holding the reply). */
+function settled(reply) {
+  if (reply.status !== 'OK') throw errorFor(reply.status, reply.error ?? '', reply);
+  return reply;
+}
+
 export class InferClient {
   constructor(conn, reader, options) {
     this.conn = conn;
     this.reader = reader;
     this.stream = options.stream ?? 'infer:requests';
-    this.limitsKey = `${this.stream}:limits`;
+    this.limit = new Limit(`${this.stream}:limits`);
     this.replyTo = `${options.replyPrefix ?? 'infer:reply:'}${randomBytes(16).toString('hex')}`;
     this.timeoutMs = options.timeoutMs ?? 30000;
     this.pending = new Map();
     this.answered = new Set();
     this.lastId = '0-0';
     this.closed = false;
-    this.sha = null;
     this.loop = this.readLoop();
   }
 
@@ -131,17 +131,62 @@ export class InferClient {
     return encode(body);
   }
 
-  async evalSubmit(id, body, v) {
-    const args = ['2', this.stream, this.limitsKey, id, this.replyTo, body, v];
-    if (this.sha) {
-      try {
-        return await this.conn.command('EVALSHA', this.sha, ...args);
-      } catch (err) {
-        if (!(err instanceof RedisError) || !err.message.startsWith('NOSCRIPT')) throw err;
-      }
+  /**
+   * Registers a waiter for each item ({id, body, v, waitMs}) and adds them all in one pipeline: one XADD each
+   * while no max_backlog is published, else one backlog script call per chunk (docs/protocol.md §2.1).
+   * Returns one promise per item: the reply (any status), or the rejection (Busy for a request the script
+   * refused, the Redis error for a call that failed, Timeout). Throws only when nothing was sent.
+   */
+  async sendRound(items) {
+    if (this.closed) throw new Error('client is closed');
+    const replies = items.map((it) => this.register(it.id, it.waitMs));
+    let maxBacklog;
+    try {
+      maxBacklog = await this.limit.get(this.conn);
+    } catch (err) {
+      for (const it of items) this.forget(it.id);
+      throw err;
     }
-    this.sha = TEXT.decode(await this.conn.command('SCRIPT', 'LOAD', SUBMIT_SCRIPT));
-    return this.conn.command('EVALSHA', this.sha, ...args);
+    const entries = items.map((it) => ['v', it.v, 'id', it.id, 'reply_to', this.replyTo, 'body', it.body]);
+    const calls = addCalls(this.stream, entries, maxBacklog);
+    const answers = await Promise.all(calls.map((call) => this.conn.command(...call.args).catch((err) => err)));
+    // EVALSHA answered NOSCRIPT (not in the script cache yet, or flushed): the same calls again, with the text
+    const missing = calls.map((_, k) => k).filter((k) => isNoScript(answers[k]));
+    const again = await Promise.all(missing.map((k) => this.conn.command(...evalArgs(calls[k])).catch((err) => err)));
+    missing.forEach((k, j) => { answers[k] = again[j]; });
+    calls.forEach((call, k) => this.settleCall(items, call, answers[k], maxBacklog));
+    return replies;
+  }
+
+  register(id, waitMs) {
+    const reply = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Timeout('TIMEOUT', `no reply to ${id} within ${waitMs} ms`));
+      }, waitMs);
+      this.pending.set(id, { resolve, reject, timer });
+    });
+    reply.catch(() => {}); // the caller may await it later: keeps an early rejection from being unhandled
+    return reply;
+  }
+
+  settleCall(items, call, answer, maxBacklog) {
+    let added = 0;
+    let backlog = 0;
+    let failure = null;
+    try {
+      ({ added, backlog } = addedBy(call, answer));
+    } catch (err) {
+      failure = err;
+    }
+    call.members.forEach((i, j) => {
+      if (!failure && j < added) return;
+      const err = failure ?? new Busy('BUSY', `the backlog of ${this.stream} holds ${backlog} entries, `
+        + `the limit is ${maxBacklog}; nothing was added`);
+      const p = this.pending.get(items[i].id);
+      this.forget(items[i].id);
+      p?.reject(err);
+    });
   }
 
   /**
@@ -152,9 +197,15 @@ export class InferClient {
    *   the client's timeoutMs)
    */
   async submit(request, options = {}) {
+    const item = this.prepare(request, options);
+    return this.submitEncoded(item.id, item.body, { timeoutMs: item.waitMs });
+  }
+
+  /** A request ready to send: {id, body, v, waitMs}. Throws what encoding refuses. */
+  prepare(request, options = {}) {
     const id = request.id ?? randomBytes(12).toString('hex');
     const waitMs = options.timeoutMs ?? (request.timeoutMs !== undefined ? request.timeoutMs + 1000 : this.timeoutMs);
-    return this.submitEncoded(id, this.encodeRequest(request), { timeoutMs: waitMs });
+    return { id, body: this.encodeRequest(request), v: '1', waitMs };
   }
 
   /**
@@ -165,30 +216,9 @@ export class InferClient {
    * @param {{timeoutMs?: number, v?: string}} [options]
    */
   async submitEncoded(id, body, options = {}) {
-    if (this.closed) throw new Error('client is closed');
     const waitMs = options.timeoutMs ?? this.timeoutMs;
-    const reply = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Timeout('TIMEOUT', `no reply to ${id} within ${waitMs} ms`));
-      }, waitMs);
-      this.pending.set(id, { resolve, reject, timer });
-    });
-    reply.catch(() => {}); // settled below; keeps an early timeout from being an unhandled rejection
-    let added;
-    try {
-      added = await this.evalSubmit(id, body, options.v ?? '1');
-    } catch (err) {
-      this.forget(id);
-      throw err;
-    }
-    if (added === null) {
-      this.forget(id);
-      throw new Busy('BUSY', `backlog of ${this.stream} is at max_backlog`);
-    }
-    const r = await reply;
-    if (r.status !== 'OK') throw errorFor(r.status, r.error ?? '', r);
-    return r;
+    const [reply] = await this.sendRound([{ id, body, v: options.v ?? '1', waitMs }]);
+    return settled(await reply);
   }
 
   forget(id) {
@@ -204,12 +234,33 @@ export class InferClient {
   }
 
   /**
-   * Adds many requests in one pipeline; resolves to one result per request, in order:
-   * {ok: true, reply} or {ok: false, error}.
+   * Adds many requests in one pipeline (under a max_backlog, one backlog script call per 128 of them);
+   * resolves to one result per request, in order: {ok: true, reply} or {ok: false, error} (Busy for each
+   * request the backlog had no room for: nothing of it was added).
    */
   async submitMany(requests, options = {}) {
-    const settled = await Promise.allSettled(requests.map((r) => this.submit(r, options)));
-    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, reply: s.value } : { ok: false, error: s.reason }));
+    const results = new Array(requests.length);
+    const items = [];
+    const where = [];
+    requests.forEach((request, i) => {
+      try {
+        items.push(this.prepare(request, options));
+        where.push(i);
+      } catch (error) {
+        results[i] = { ok: false, error };
+      }
+    });
+    let replies;
+    try {
+      replies = await this.sendRound(items);
+    } catch (error) {
+      replies = items.map(() => Promise.reject(error));
+    }
+    const outcomes = await Promise.allSettled(replies.map(async (reply) => settled(await reply)));
+    outcomes.forEach((s, k) => {
+      results[where[k]] = s.status === 'fulfilled' ? { ok: true, reply: s.value } : { ok: false, error: s.reason };
+    });
+    return results;
   }
 
   /** Stops reading, fails what is still pending, deletes the reply stream and closes the connections. */

@@ -3,6 +3,7 @@
 // clients/node/conformance/run.js. Usage: conformance <host> <port> <stream>. Prints one JSON line per
 // scenario {"name", "ok", "detail"}; exits 1 if any failed. CONFORMANCE_ONLY=a,b runs only those. After
 // them come the scenarios of spec.go, rules of the protocol this driver checks beyond the shared checklist.
+// The scenarios of backlog.go run only when CONFORMANCE_ONLY names them.
 // CONFORMANCE_URL: the URL the clients connect with (credentials of an ACL user), instead of host and port.
 package main
 
@@ -78,8 +79,9 @@ func main() {
 	}
 	failed := 0
 	out := json.NewEncoder(os.Stdout)
-	for _, s := range append(scenarios, specScenarios...) {
-		if len(only) > 0 && !only[s.name] {
+	all := append(append(append([]scenario{}, scenarios...), specScenarios...), namedOnly...)
+	for k, s := range all {
+		if (len(only) > 0 || k >= len(all)-len(namedOnly)) && !only[s.name] {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
