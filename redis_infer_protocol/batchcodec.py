@@ -280,7 +280,7 @@ def encode_ok_replies(
     replies = []
     offset = 0
     for request_id, count, names, timing in zip(request_ids, rows, wanted, timings, strict=True):
-        chosen = names or tuple(outputs)
+        chosen = tuple(dict.fromkeys(names)) if names else tuple(outputs)  # a name asked twice is sent once
         body: list[bytes | memoryview] = [status, _array_head(len(chosen))]
         for name in chosen:
             part = parts[name]

@@ -57,6 +57,13 @@ def test_bytes_outputs_too() -> None:
                                   timing=_timing(1), worker="w", batch_size=3)  # fmt: skip
 
 
+def test_an_output_asked_twice_is_sent_once() -> None:
+    outputs = {"y": np.arange(3, dtype="<f4"), "s": np.arange(3, dtype="<i4")}
+    got = encode_ok_replies(["a"], [3], outputs, [("s", "y", "s")], [_timing(0)], model="m", worker="w")
+    assert got[0] == encode_reply("a", Status.OK, outputs={"s": outputs["s"], "y": outputs["y"]}, model="m",
+                                  timing=_timing(0), worker="w", batch_size=3)  # fmt: skip
+
+
 @pytest.mark.parametrize("stages", [(45, 0), (0, 47), (44, 46)])
 def test_a_hooks_timing_stages_too(stages: tuple[int, int]) -> None:
     """A model with a Python hook adds its stages to the trace (only those set), as encode_reply does."""
