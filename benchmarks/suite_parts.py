@@ -125,8 +125,13 @@ def ideal_workers(url: str, stream: str, n: int, log_dir: Path) -> Workers:
     return Workers(["-m", "benchmarks.ideal", "worker", "--url", url, "--stream", stream], {}, url, stream, n, log_dir)
 
 
-def project_workers(url: str, stream: str, n: int, log_dir: Path, model: Path) -> Workers:
-    env = {**PROJECT_ENV, "WORKER_REDIS__URL": url, "WORKER_STREAM": stream}
+def project_workers(url: str, stream: str, n: int, log_dir: Path, model: Path, max_delay_ms: float = 2.0) -> Workers:
+    env = {
+        **PROJECT_ENV,
+        "WORKER_REDIS__URL": url,
+        "WORKER_STREAM": stream,
+        "WORKER_BATCH__MAX_DELAY_MS": str(max_delay_ms),
+    }
     return Workers(["-m", "worker", "run", "--model", str(model)], env, url, stream, n, log_dir)
 
 

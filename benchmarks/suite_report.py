@@ -96,7 +96,13 @@ def markdown(r: dict[str, Any]) -> str:
         f"Python {m.get('python', '?')} · redis-server {r.get('redis_version', '?')} · CPU busy before the run "
         f"(other processes): {'?' if busy is None else f'{100 * busy:.0f}%'}",
         "",
-        "Payload float32[1,512]; ratios are to the featureless loop (`benchmarks/ideal.py`) in the same row.",
+        "Payload float32[1,512]; ratios are to the featureless loop (`benchmarks/ideal.py`) in the same row. "
+        f"This project's workers run with `WORKER_BATCH__MAX_DELAY_MS={r.get('max_delay_ms', 2)}`"
+        + (
+            " (a batch is what is queued when a slot is free, as the featureless loop batches what one read returns)."
+            if not r.get("max_delay_ms", 2)
+            else " (each batch waits up to that long to fill)."
+        ),
         "",
     ]
     ceiling = r.get("ceiling")

@@ -17,7 +17,16 @@ from typing import Any, Final
 import msgpack
 import numpy as np
 
-from redis_infer_protocol.codec import DATATYPES, PROTOCOL_VERSION, TIMING_FIELDS, Reply, Status, Timing, decode_reply
+from redis_infer_protocol.codec import (
+    DATATYPES,
+    OPTIONAL_TIMING_FIELDS,
+    PROTOCOL_VERSION,
+    TIMING_FIELDS,
+    Reply,
+    Status,
+    Timing,
+    decode_reply,
+)
 from redis_infer_protocol.limits import DEFAULT_LIMITS, MAX_REQUEST_ID_BYTES, Limits, in_int32
 
 __all__ = ["RawEntry", "decode_reply_fields", "entries"]
@@ -97,12 +106,15 @@ def _unpack(body: bytes, limits: Limits) -> dict[str, Any] | None:
     return obj if type(obj) is dict else None
 
 
+_ALL_TIMING_FIELDS = TIMING_FIELDS + OPTIONAL_TIMING_FIELDS
+
+
 def _timing(obj: Any) -> Timing | None:
     if not obj:
         return Timing()
     if type(obj) is not dict:
         return None
-    values = [obj.get(k, 0) for k in TIMING_FIELDS]
+    values = [obj.get(k, 0) for k in _ALL_TIMING_FIELDS]  # a hook's optional stages too
     if any(type(v) is not int or not 0 <= v < _INT64_END for v in values):
         return None
     return Timing(*values)
