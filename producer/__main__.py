@@ -32,6 +32,7 @@ from producer.client import Client
 from producer.core import DEFAULT_STREAM, DEFAULT_URL
 from producer.dlq import add_parser as add_dlq_parser
 from producer.errors import InferTimeout, InvalidInput, ServerError
+from producer.exporter import add_parser as add_exporter_parser
 from producer.monitor import add_parser as add_status_parser
 from redis_infer_protocol.codec import TIMING_FIELDS, Reply, Timing
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands, _add_connection_args)
     add_status_parser(commands, _add_connection_args)
     add_dlq_parser(commands, _add_connection_args)
+    # operations: the group-level Prometheus exporter (producer/exporter.py)
+    add_exporter_parser(commands, _add_connection_args)
     return parser
 
 

@@ -191,7 +191,12 @@ def _dead_letters(redis: Redis, dead_stream: str, count: int) -> list[DeadLetter
 
 
 def snapshot(
-    redis: Redis, stream: str, *, dead_letter_stream: str | None = None, stale_ms: int = DEFAULT_STALE_MS
+    redis: Redis,
+    stream: str,
+    *,
+    dead_letter_stream: str | None = None,
+    stale_ms: int = DEFAULT_STALE_MS,
+    latest_dead_letters: int = LATEST_DEAD_LETTERS,
 ) -> StreamStatus:
     """Read the state of ``stream`` (read-only commands only).
 
@@ -200,6 +205,7 @@ def snapshot(
         stream: the request stream.
         dead_letter_stream: where the workers dead-letter (default ``<stream>:dead``).
         stale_ms: a consumer with no heartbeat idle this long is flagged stale.
+        latest_dead_letters: how many of the latest dead letters to read (0: none, only their count).
     """
     notes: list[str] = []
 
@@ -219,9 +225,10 @@ def snapshot(
                           None if limit is None else int(limit), dead_letter_stream=dead, notes=notes)  # fmt: skip
     status.workers = _workers(redis, stream, allowed)
     status.dead_letters = int(redis.xlen(dead))  # type: ignore[arg-type]
-    status.latest_dead_letters = allowed(
-        f"XREVRANGE {dead} (latest reasons)", lambda: _dead_letters(redis, dead, LATEST_DEAD_LETTERS), []
-    )
+    if latest_dead_letters > 0:
+        status.latest_dead_letters = allowed(
+            f"XREVRANGE {dead} (latest reasons)", lambda: _dead_letters(redis, dead, latest_dead_letters), []
+        )
     if not status.exists:
         return status
     info = redis.xinfo_stream(stream)
