@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,7 @@ from producer.monitor import DEFAULT_STALE_MS, StreamStatus, snapshot
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9200
+ENV_PASSWORD = "REDIS_INFER_PASSWORD"  # kept out of the URL, so that a Secret needs no URL-encoding
 GROUP_LABELS = ["stream", "group", "model"]
 
 
@@ -128,6 +130,12 @@ class GroupCollector(Collector):
         took.add_metric([], time.perf_counter() - started)
         yield took
 
+    def describe(self) -> Iterator[Metric]:
+        """Every family this collector may export (empty), without reading Redis."""
+        yield from stream_metrics([])
+        yield _gauge("redis_infer_exporter_redis_up", "1 if the last scrape could read Redis", [])
+        yield _gauge("redis_infer_exporter_scrape_duration_seconds", "Time spent reading Redis for this scrape", [])
+
     def _read(self, stream: str) -> tuple[StreamStatus, str]:
         status = snapshot(self.redis, stream, stale_ms=self.stale_ms, latest_dead_letters=0)
         for note in status.notes:
@@ -148,7 +156,12 @@ def run_exporter(args: argparse.Namespace) -> int:
     if not streams:
         print("exporter: --stream names no stream", file=sys.stderr)
         return 2
-    redis = Redis.from_url(args.url, socket_timeout=args.redis_timeout_s, socket_connect_timeout=args.redis_timeout_s)
+    redis = Redis.from_url(
+        args.url,
+        password=os.environ.get(ENV_PASSWORD) or None,  # a password in the URL wins
+        socket_timeout=args.redis_timeout_s,
+        socket_connect_timeout=args.redis_timeout_s,
+    )
     registry = registry_for(redis, streams, model=args.model, stale_ms=args.stale_ms)
     server, thread = start_http_server(args.port, addr=args.host, registry=registry)
     stop = threading.Event()
@@ -171,7 +184,9 @@ def run_exporter(args: argparse.Namespace) -> int:
 def add_parser(commands: Any, add_connection_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register ``exporter`` (read-only) on the producer CLI."""
     exporter = commands.add_parser(
-        "exporter", help="Prometheus exporter of the group's lag, pending, consumers, workers, dead letters"
+        "exporter",
+        help="Prometheus exporter of the group's lag, pending, consumers, workers, dead letters",
+        description=f"Serves /metrics; read-only. The Redis password may come from ${ENV_PASSWORD} instead of the URL.",
     )
     add_connection_args(exporter)  # --stream takes a comma-separated list here
     exporter.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
