@@ -15,6 +15,7 @@ from worker.engines.base import Engine
 from worker.engines.factory import load_engine
 from worker.service import Worker
 from worker.transport import Transport, connect
+from worker.warmup import warm_up_before_serving
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ async def serve(
         on_ready: called with the worker before it starts serving (tests use it to stop the worker).
     """
     loop = asyncio.get_running_loop()
+    warm_by_default = engine is None  # warm-up before ready (worker/warmup.py)
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
+    await warm_up_before_serving(settings, engine, by_default=warm_by_default)
     client = connect(settings.redis, block_ms=settings.streams.block_ms, url=url)
     transport = Transport(
         client,
