@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9200
 ENV_PASSWORD = "REDIS_INFER_PASSWORD"  # kept out of the URL, so that a Secret needs no URL-encoding
+TLS_ENV = {  # for rediss:// (mutual TLS: the client certificate too)
+    "REDIS_INFER_TLS_CA_FILE": "ssl_ca_certs",
+    "REDIS_INFER_TLS_CERT_FILE": "ssl_certfile",
+    "REDIS_INFER_TLS_KEY_FILE": "ssl_keyfile",
+}
 GROUP_LABELS = ["stream", "group", "model"]
 
 
@@ -150,18 +155,25 @@ def registry_for(redis: Redis, streams: Sequence[str], **kwargs: Any) -> Collect
     return registry
 
 
+def _client(args: argparse.Namespace) -> Redis:
+    """The Redis client: password and TLS files from the environment (a Secret), so that the URL stays plain."""
+    tls = {kwarg: os.environ[env] for env, kwarg in TLS_ENV.items() if os.environ.get(env)}
+    return Redis.from_url(
+        args.url,
+        password=os.environ.get(ENV_PASSWORD) or None,  # a password in the URL wins
+        socket_timeout=args.redis_timeout_s,
+        socket_connect_timeout=args.redis_timeout_s,
+        **tls,  # rediss:// only
+    )
+
+
 def run_exporter(args: argparse.Namespace) -> int:
     """The ``exporter`` command: serve ``/metrics`` until SIGTERM or Ctrl-C (exit 0)."""
     streams = [s.strip() for s in args.stream.split(",") if s.strip()]
     if not streams:
         print("exporter: --stream names no stream", file=sys.stderr)
         return 2
-    redis = Redis.from_url(
-        args.url,
-        password=os.environ.get(ENV_PASSWORD) or None,  # a password in the URL wins
-        socket_timeout=args.redis_timeout_s,
-        socket_connect_timeout=args.redis_timeout_s,
-    )
+    redis = _client(args)
     registry = registry_for(redis, streams, model=args.model, stale_ms=args.stale_ms)
     server, thread = start_http_server(args.port, addr=args.host, registry=registry)
     stop = threading.Event()
@@ -186,7 +198,8 @@ def add_parser(commands: Any, add_connection_args: Callable[[argparse.ArgumentPa
     exporter = commands.add_parser(
         "exporter",
         help="Prometheus exporter of the group's lag, pending, consumers, workers, dead letters",
-        description=f"Serves /metrics; read-only. The Redis password may come from ${ENV_PASSWORD} instead of the URL.",
+        description=f"Serves /metrics; read-only. The Redis password may come from ${ENV_PASSWORD} instead of the URL; "
+        f"for rediss://, ${', $'.join(TLS_ENV)} name the CA, client certificate and key files.",
     )
     add_connection_args(exporter)  # --stream takes a comma-separated list here
     exporter.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
