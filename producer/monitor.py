@@ -1,8 +1,9 @@
 """``redis-infer status``: one read-only look at a request stream, its consumer groups, workers and dead letters.
 
 Only read commands are sent (XINFO, XPENDING, XLEN, XREVRANGE, SCAN, HGETALL, TTL, HGET, TIME, INFO), so it is
-safe to point at production with a read-only ACL user. ``--watch`` redraws the view every ``--interval``
-seconds; rates come from the difference between two samples.
+safe to point at production with a read-only ACL user. ``--watch`` (or ``top``) redraws the view every
+``--interval`` seconds; rates come from the difference between two samples. On a terminal with rich installed
+the frames are rich's live view (producer/live.py), else plain text.
 """
 
 from __future__ import annotations
@@ -318,6 +319,15 @@ def to_json(status: StreamStatus) -> str:
     return json.dumps(asdict(status), indent=2)
 
 
+def _live_view(args: argparse.Namespace) -> bool:
+    """rich's live view: for ``--watch`` on a terminal with rich installed, unless ``--plain`` or ``--json``."""
+    if not args.watch or args.json or args.plain or not sys.stdout.isatty():
+        return False
+    from producer.live import available
+
+    return available()
+
+
 def run_status(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     """The ``status`` command: one snapshot (rates from a second one ``--interval`` later), or ``--watch``."""
     if args.watch and args.interval <= 0:
@@ -329,6 +339,10 @@ def run_status(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         def take() -> StreamStatus:
             return snapshot(redis, args.stream, dead_letter_stream=args.dead_letter_stream, stale_ms=args.stale_ms)
 
+        if _live_view(args):
+            from producer.live import run_live
+
+            return run_live(take, interval_s=args.interval, count=args.count)
         current = take()
         frames = 0
         while True:
@@ -349,20 +363,30 @@ def run_status(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         redis.close()
 
 
-def add_parser(commands: Any, add_connection_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``status`` (read-only) on the producer CLI."""
-    status = commands.add_parser("status", help="read-only view of a stream, its groups, workers and dead letters")
-    add_connection_args(status)
-    status.add_argument("--json", action="store_true", help="print JSON (with --watch: one document per frame)")
-    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples of the rates "
+def _add_view_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples of the rates "
                         "and between --watch frames (0: no rates; default 1)")  # fmt: skip
-    status.add_argument("--count", type=int, default=0, help="with --watch: stop after this many frames (0: never)")
-    status.add_argument("--dead-letter-stream", help="default: <stream>:dead")
-    status.add_argument(
+    parser.add_argument("--count", type=int, default=0, help="with --watch: stop after this many frames (0: never)")
+    parser.add_argument("--plain", action="store_true", help="plain text frames even on a terminal with rich")
+    parser.add_argument("--dead-letter-stream", help="default: <stream>:dead")
+    parser.add_argument(
         "--stale-ms",
         type=int,
         default=DEFAULT_STALE_MS,
         help=f"flag consumers idle this long with no heartbeat (default {DEFAULT_STALE_MS})",
     )
+
+
+def add_parser(commands: Any, add_connection_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``status`` and ``top`` (read-only) on the producer CLI."""
+    status = commands.add_parser("status", help="read-only view of a stream, its groups, workers and dead letters")
+    add_connection_args(status)
+    status.add_argument("--json", action="store_true", help="print JSON (with --watch: one document per frame)")
+    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C "
+                        "(the rich live view on a terminal, when rich is installed)")  # fmt: skip
+    _add_view_args(status)
     status.set_defaults(func=run_status)
+    top = commands.add_parser("top", help="live view of a stream (status --watch): lag, pending, workers, rates")
+    add_connection_args(top)
+    _add_view_args(top)
+    top.set_defaults(func=run_status, watch=True, json=False)
