@@ -54,6 +54,7 @@ class SlowFirstRun:
 class _Slot:
     def __init__(self, engine: SlowFirstRun, index: int) -> None:
         self.engine, self.index = engine, index
+        self.fatal = True
         self.x = np.empty((0, 2), np.float32)
 
     def stage(self, shapes: Shapes) -> dict[str, np.ndarray]:
@@ -66,7 +67,7 @@ class _Slot:
             await asyncio.to_thread(self.engine.release.wait, 30)
         seen.append(tuple(self.x.shape) if not np.isnan(self.x).any() else (-1,))
         if self.engine.fail:
-            raise EngineError("the device is gone", fatal=True)
+            raise EngineError("the device is gone", fatal=self.fatal)
         return {"y": self.x + 1}
 
 
@@ -140,3 +141,21 @@ def test_default_shapes_and_checked_configured_shapes() -> None:
                 [{"img": [1, 3], "k": [1]}], [{"img": [0, 3, 5], "k": [0]}]):  # fmt: skip
         with pytest.raises(ConfigError, match="WORKER_MODEL__WARMUP"):
             warmup_shapes(load_settings(check_env=False, model={"warmup": bad}), info)
+
+
+def test_default_shapes_the_engine_refuses_are_skipped_configured_ones_are_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from worker.warmup import warm_up_before_serving
+
+    refusing = SlowFirstRun(slots=2, fail=True)
+    refusing.release.set()
+    for slot in refusing._slots:  # a plain refusal (a shape outside a profile), not a lost device
+        slot.fatal = False
+    caplog.set_level(logging.WARNING, logger="worker.warmup")
+    asyncio.run(warm_up_before_serving(load_settings(check_env=False), refusing))  # defaults: starts anyway
+    skipped = [r for r in caplog.records if "skipped on slot" in r.getMessage()]
+    assert len(skipped) == 2 and "WORKER_MODEL__WARMUP" in skipped[0].getMessage()  # one per slot
+    configured = load_settings(check_env=False, model={"warmup": [{"x": [2, 2]}]})
+    with pytest.raises(EngineError, match="device is gone"):
+        asyncio.run(warm_up_before_serving(configured, refusing))

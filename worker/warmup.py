@@ -8,8 +8,10 @@ every slot first, and only then joins the group; while it warms up, ``/readyz`` 
 
 Shapes (``WORKER_MODEL__WARMUP``, a JSON list of ``{input: shape}``, dim 0 = batch): by default one batch
 per preferred batch size and one of the largest batch, each input at the model's per-sample shape with
-dynamic dimensions set to 1; ``[]`` turns the warm-up off. An engine handed to ``serve`` by its caller
-(tests, benchmarks) is warmed only when shapes are configured explicitly.
+dynamic dimensions set to 1; ``[]`` turns the warm-up off. Configured shapes must all run, or the worker
+does not start; a default shape the engine refuses (a TensorRT profile whose dimensions start above 1) is
+logged and skipped, and a fatal engine error (a lost device) stops the start either way. An engine handed
+to ``serve`` by its caller (tests, benchmarks) is warmed only when shapes are configured explicitly.
 """
 
 from __future__ import annotations
@@ -76,26 +78,36 @@ def warmup_shapes(settings: Settings, info: ModelInfo) -> list[dict[str, tuple[i
     return plan
 
 
-async def _warm_slot(slot: ExecutionSlot, plan: Sequence[Shapes]) -> None:
+async def _warm_slot(index: int, slot: ExecutionSlot, plan: Sequence[Shapes], strict: bool) -> None:
     for shapes in plan:
-        for array in slot.stage(shapes).values():
-            array.fill(b"" if array.dtype == object else 0)  # staged buffers may hold anything (pinned memory)
-        await slot.run()
+        try:
+            for array in slot.stage(shapes).values():
+                array.fill(b"" if array.dtype == object else 0)  # staged buffers may hold anything (pinned memory)
+            await slot.run()
+        except Exception as exc:
+            error = exc if isinstance(exc, EngineError) else EngineError(f"{type(exc).__name__}: {exc}")
+            if strict or error.fatal:
+                raise error from exc
+            # A default shape the engine refuses (a TensorRT profile whose dims start above 1, say) is no
+            # reason not to serve: the requests bring their own shapes.
+            log.warning("warm-up of %s skipped on slot %d: %s (set %s to shapes the model accepts)",
+                        dict(shapes), index, error, SETTING)  # fmt: skip
 
 
-async def warm_up(engine: Engine, plan: Sequence[Shapes]) -> float:
+async def warm_up(engine: Engine, plan: Sequence[Shapes], *, strict: bool = True) -> float:
     """Run every shape set of ``plan`` on every slot (slots at once, shapes in order); returns the seconds taken.
+
+    Args:
+        engine: the engine.
+        plan: the shape sets.
+        strict: any failure raises; else only a fatal engine error does, and a refused shape set is logged
+            and skipped (the default shapes are a guess; configured ones are not).
 
     Raises:
         EngineError: a warm-up run failed (the model cannot serve these shapes, or the device is unusable).
     """
     started = time.perf_counter()
-    try:
-        await asyncio.gather(*(_warm_slot(slot, plan) for slot in engine.slots))
-    except EngineError:
-        raise
-    except Exception as exc:  # an engine raising something else still must not start serving
-        raise EngineError(f"warm-up run failed: {type(exc).__name__}: {exc}") from exc
+    await asyncio.gather(*(_warm_slot(i, slot, plan, strict) for i, slot in enumerate(engine.slots)))
     return time.perf_counter() - started
 
 
@@ -131,7 +143,9 @@ async def warm_up_before_serving(settings: Settings, engine: Engine, *, by_defau
 
     Raises:
         ConfigError: configured shapes that do not fit the model.
-        EngineError: a warm-up run failed; the worker does not start. In both cases the engine is closed.
+        EngineError: a warm-up run of configured shapes failed, or any run failed fatally (a lost device); the
+            worker does not start. In both cases the engine is closed. A default shape the engine refuses is
+            logged and skipped.
     """
     if settings.model.warmup is None and not by_default:
         return
@@ -141,7 +155,7 @@ async def warm_up_before_serving(settings: Settings, engine: Engine, *, by_defau
             log.info("warm-up off (%s=[])", SETTING)
             return
         async with not_ready_while(settings, engine):
-            seconds = await warm_up(engine, plan)
+            seconds = await warm_up(engine, plan, strict=settings.model.warmup is not None)
     except BaseException:
         engine.close()
         raise
