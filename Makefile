@@ -43,9 +43,20 @@ typecheck: venv
 
 check: lint typecheck test
 
-demo: venv model
-	$(PY) -m demo
-	$(PY) -m demo hooks
+# make demo: its own virtualenv with only the cpu and demo extras (no dev tools); tests/test_demo_extra.py checks
+# that these are all the demo and its workers import
+DEMO_VENV ?= .venv-demo
+DEMO_PY := $(DEMO_VENV)/bin/python
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_PY) -m pip install -q --upgrade pip
+	$(DEMO_PY) -m pip install -q -e '.[cpu,demo]'
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	test -f $(MODEL) || $(DEMO_PY) -m demo.model fetch --dest models
+	$(DEMO_PY) -m demo
+	$(DEMO_PY) -m demo hooks
 
 # make bench: the whole suite (Redis ceiling, featureless loop, this project with 1/2/4 workers, arq if installed,
 # the real model against ONNX Runtime alone) into bench-results/; BENCH_ARGS=--quick for a ~2-minute run.

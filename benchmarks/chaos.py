@@ -34,9 +34,10 @@ from typing import Any
 
 from benchmarks import chaos_hostile as hostile
 from benchmarks import chaos_refusals as refusals
-from benchmarks.chaos_harness import GROUP, MODEL, STREAM, Cluster, _text, make_model, workdir
+from benchmarks.chaos_harness import GROUP, MODEL, STREAM, Cluster, _text, workdir
 from benchmarks.chaos_load import Load, LoadSummary
 from producer import Client
+from worker.testing import make_affine_model
 
 log = logging.getLogger("benchmarks.chaos")
 
@@ -244,7 +245,7 @@ def _lost_read(count: int = 20) -> FaultFn:
 def _cluster(name: str, opts: Options, workers: Sequence[str], **kw: Any) -> Iterator[Cluster]:
     """A cluster with ``workers`` started and ready, in a scratch (or kept) directory."""
     with workdir(None if opts.work is None else opts.work / name) as work:
-        model = make_model(work / f"{MODEL}.onnx")
+        model = make_affine_model(work / f"{MODEL}.onnx")
         with Cluster(work, model, **kw) as cluster:
             for worker in workers:
                 cluster.start_worker(worker)

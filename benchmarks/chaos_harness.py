@@ -2,17 +2,17 @@
 
 ``Cluster`` owns one redis-server (optionally with an fsync-always AOF, so that it can be killed and
 restarted from it) and the worker processes; it knows which exits it caused and reports every other one
-as a crash. The producer side is ``benchmarks.chaos_load``.
+as a crash. Processes are started, awaited and signalled through the one harness of tests, benchmarks and
+the demo (``worker.testing``); what is left here is the chaos bookkeeping (expected exits, crashes,
+freezing) and the inspection of the group. The producer side is ``benchmarks.chaos_load``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from worker.embedded import EmbeddedRedis
+from worker.testing import EmbeddedRedis, HarnessError, WorkerProcess, start_worker, wait_for_redis, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,6 @@ WORKER_ENV: Mapping[str, str] = {
 }
 
 
-class ChaosError(RuntimeError):
-    """The harness itself could not do its job (a worker never became ready, say)."""
-
-
-def make_model(path: Path) -> Path:
-    """The tiny affine ONNX model of the test suite (x -> y = 2x + 1, s = sum(x))."""
-    from tests.helpers import make_affine_model
-
-    return make_affine_model(path)
-
-
 class Cluster:
     """One redis-server and the worker processes of one scenario.
 
@@ -76,7 +65,7 @@ class Cluster:
         extra = ["--appendfsync", "always"] if durable else []
         extra += ["--enable-protected-configs", "yes"]  # the refusal scenarios move ``dir`` to fail a save
         self.server = EmbeddedRedis(appendonly=durable, extra_args=extra)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, WorkerProcess] = {}
         self.expected_exit: set[str] = set()  # processes this harness killed or stopped on purpose
         self.exit_codes: dict[str, int] = {}
         self.crashes: list[str] = []
@@ -109,43 +98,27 @@ class Cluster:
     def restart_redis(self, timeout_s: float = 30) -> None:
         """Start the killed redis-server again on its port; return once it has loaded its AOF."""
         self.server.start(timeout_s=timeout_s)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self.admin.ping()
-                return
-            except RedisError:  # LOADING, or the old connection broken: a new one is made next time
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+        wait_for_redis(self.url, timeout_s)  # PING answers only once loaded (LOADING is retried)
+        with contextlib.suppress(RedisError):  # the admin connection broken by the restart is dropped here
+            self.admin.ping()
 
     # ---------------------------------------------------------------------------------- workers
 
-    def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        full_env = dict(os.environ, **self.env, **env, WORKER_REDIS__URL=self.url, WORKER_CONSUMER=name)
-        with open(self.workdir / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run", "--model", str(self.model)],
-                env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-            )  # fmt: skip
-        self.procs[name] = proc
+    def start_worker(self, name: str, **env: str) -> WorkerProcess:
+        worker = start_worker(self.model, self.url, consumer=name, stream=STREAM, log_path=self.workdir / f"{name}.log",
+                              env={**self.env, **env}, cwd=ROOT)  # fmt: skip
+        self.procs[name] = worker
         self.expected_exit.discard(name)
-        return proc
+        return worker
 
     def wait_ready(self, names: list[str], timeout_s: float = 60) -> None:
         """Wait until every named worker's health key says ready (each process started since)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        self.check_alive()
+        try:
+            wait_ready(self.url, [self.procs[name] for name in names], stream=STREAM, timeout_s=timeout_s)
+        except HarnessError:
             self.check_alive()
-            pipe = self.admin.pipeline(transaction=False)
-            for name in names:
-                pipe.hmget(f"{STREAM}:worker:{name}", "status", "pid")
-            states = pipe.execute()
-            pids = [str(self.procs[name].pid).encode() for name in names]
-            if all(state == [b"ready", pid] for state, pid in zip(states, pids, strict=True)):
-                return
-            time.sleep(0.05)
-        raise ChaosError(f"workers {names} not ready within {timeout_s:g}s (logs in {self.workdir})")
+            raise
 
     def signal(self, name: str, sig: int) -> None:
         """Send ``sig`` to a worker; its exit is then expected (any code for SIGKILL, 0 otherwise)."""
@@ -154,7 +127,7 @@ class Cluster:
 
     def freeze(self, name: str) -> float:
         """SIGSTOP a worker and wait until it is stopped. Returns when (monotonic)."""
-        proc = self.procs[name]
+        proc = self.procs[name].proc
         proc.send_signal(signal.SIGSTOP)
         at = time.monotonic()
         while time.monotonic() < at + 2 and _state(proc.pid) not in ("T", ""):
@@ -163,11 +136,11 @@ class Cluster:
 
     def thaw(self, name: str) -> float:
         """SIGCONT a stopped worker. Returns when (monotonic)."""
-        self.procs[name].send_signal(signal.SIGCONT)
+        self.procs[name].proc.send_signal(signal.SIGCONT)
         return time.monotonic()
 
     def wait_exit(self, name: str, timeout_s: float = 30) -> int:
-        proc = self.procs[name]
+        proc = self.procs[name].proc
         try:
             code = proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -183,7 +156,8 @@ class Cluster:
 
     def check_alive(self) -> None:
         """Record every worker that exited without being asked to as a crash."""
-        for name, proc in self.procs.items():
+        for name, worker in self.procs.items():
+            proc = worker.proc
             code = proc.poll()
             if code is not None and name not in self.expected_exit:
                 self.expected_exit.add(name)
@@ -191,7 +165,7 @@ class Cluster:
                 self.crashes.append(f"{name} (pid {proc.pid}) exited on its own with code {code}")
 
     def alive(self) -> list[str]:
-        return [name for name, proc in self.procs.items() if proc.poll() is None]
+        return [name for name, worker in self.procs.items() if worker.running]
 
     def stop_workers(self) -> None:
         """SIGTERM every live worker; anything but a clean exit 0 counts as a crash."""
@@ -207,10 +181,10 @@ class Cluster:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop_workers()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        for worker in self.procs.values():
+            if worker.running:
+                worker.proc.kill()
+                worker.proc.wait()
         if self._admin is not None:
             self._admin.close()
         self.server.stop()

@@ -25,7 +25,6 @@ import asyncio
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the TensorRT test double and its cupy test engine
 
 
 def timed_ms(device: Any, stream: Any, fn: Callable[[], None], reps: int) -> float:
@@ -74,7 +72,8 @@ def bandwidth(device: Any, mib: int, reps: int) -> dict[str, float]:
 
 def compute_only(device: Any, spec: dict[str, Any], batch: int, reps: int) -> dict[str, float]:
     import cupy as cp
-    from trt_double import cupy_stream, mlp_weights
+
+    from worker.doubles.trt_double import cupy_stream, mlp_weights
 
     m = spec["model"]
     s = device.stream()
@@ -115,7 +114,7 @@ async def drive(engine: Any, batch: int, d_in: int, batches: int, fill: bool, sr
 
 
 async def check_correct(engine: Any, spec: dict[str, Any], batch: int) -> float:
-    from trt_double import reference
+    from worker.doubles.trt_double import reference
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, spec["model"]["d_in"]), dtype=np.float32)
@@ -162,8 +161,7 @@ def engine_rows(args: argparse.Namespace, workdir: Path, props: Any) -> list[dic
 def make_engine(
     workdir: Path, kw: dict[str, Any], batch: int, props: Any, *, contexts: int, profiles: int, graphs: bool
 ) -> Any:
-    from trt_double import CupyCompute, FakeTensorRT, mlp_spec
-
+    from worker.doubles.trt_double import CupyCompute, FakeTensorRT, mlp_spec
     from worker.engines.tensorrt import TensorRTEngine
     from worker.engines.trt_meta import EngineMetadata, sha256_file, write_metadata
 
@@ -237,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     rt = runtime()
     _, driver = rt.cudaDriverGetVersion()
     _, rt_version = rt.cudaRuntimeGetVersion()
-    from trt_double import mlp_spec
+    from worker.doubles.trt_double import mlp_spec
 
     spec = mlp_spec(d_in=args.d_in, hidden=args.hidden, d_out=args.d_out)
     result: dict[str, Any] = {

@@ -33,15 +33,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "gpu-e2e:requests"
-# The TensorRT and CUDA test doubles are bare modules in tests/ (as pytest imports them); the worker harness
-# is worker.testing.
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def make_engine(workdir: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
-    from trt_double import mlp_spec
-
     from worker.cuda import open_device
+    from worker.doubles.trt_double import mlp_spec
     from worker.engines.trt_meta import EngineMetadata, sha256_file, write_metadata
 
     spec = mlp_spec(
@@ -57,8 +53,7 @@ def make_engine(workdir: Path, args: argparse.Namespace) -> tuple[Any, dict[str,
 
 
 def load_engine(path: Path, args: argparse.Namespace) -> Any:
-    from trt_double import CupyCompute, FakeTensorRT, HostCompute
-
+    from worker.doubles.trt_double import CupyCompute, FakeTensorRT, HostCompute
     from worker.engines.tensorrt import TensorRTEngine
 
     if args.host_double:  # no GPU: check the harness itself on the CPU before spending device time
@@ -70,7 +65,7 @@ def load_engine(path: Path, args: argparse.Namespace) -> Any:
 
 
 def host_cuda() -> Any:
-    from cuda_double import FakeCuda
+    from worker.doubles.cuda_double import FakeCuda
 
     return FakeCuda()
 
@@ -188,9 +183,8 @@ def end_to_end(engine: Any, spec: dict[str, Any], path: Path, args: argparse.Nam
     """The worker serves ``engine`` in this process; ``args.producers`` processes load it through Redis."""
     import multiprocessing as mp
 
-    from trt_double import reference
-
     from demo.summary import percentiles_ms
+    from worker.doubles.trt_double import reference
     from worker.testing import redis_server
 
     pool = np.random.default_rng(2).standard_normal((256, args.d_in), dtype=np.float32)

@@ -33,6 +33,7 @@ from producer.core import DEFAULT_STREAM, DEFAULT_URL
 from producer.discovery import add_parser as add_models_parser
 from producer.dlq import add_parser as add_dlq_parser
 from producer.errors import InferTimeout, InvalidInput, ServerError
+from producer.exporter import add_parser as add_exporter_parser
 from producer.monitor import add_parser as add_status_parser
 from redis_infer_protocol.codec import OPTIONAL_TIMING_FIELDS, TIMING_FIELDS, Reply, Timing
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(commands, _add_connection_args)
     add_dlq_parser(commands, _add_connection_args)
     add_models_parser(commands, _add_connection_args)  # issue 13: discovery
+    # operations: the group-level Prometheus exporter (producer/exporter.py)
+    add_exporter_parser(commands, _add_connection_args)
     return parser
 
 

@@ -1,8 +1,9 @@
 """``redis-infer status``: one read-only look at a request stream, its consumer groups, workers and dead letters.
 
 Only read commands are sent (XINFO, XPENDING, XLEN, XREVRANGE, SCAN, HGETALL, TTL, HGET, TIME, INFO), so it is
-safe to point at production with a read-only ACL user. ``--watch`` redraws the view every ``--interval``
-seconds; rates come from the difference between two samples.
+safe to point at production with a read-only ACL user. ``--watch`` (or ``top``) redraws the view every
+``--interval`` seconds; rates come from the difference between two samples. On a terminal with rich installed
+the frames are rich's live view (producer/live.py), else plain text.
 """
 
 from __future__ import annotations
@@ -191,7 +192,12 @@ def _dead_letters(redis: Redis, dead_stream: str, count: int) -> list[DeadLetter
 
 
 def snapshot(
-    redis: Redis, stream: str, *, dead_letter_stream: str | None = None, stale_ms: int = DEFAULT_STALE_MS
+    redis: Redis,
+    stream: str,
+    *,
+    dead_letter_stream: str | None = None,
+    stale_ms: int = DEFAULT_STALE_MS,
+    latest_dead_letters: int = LATEST_DEAD_LETTERS,
 ) -> StreamStatus:
     """Read the state of ``stream`` (read-only commands only).
 
@@ -200,6 +206,7 @@ def snapshot(
         stream: the request stream.
         dead_letter_stream: where the workers dead-letter (default ``<stream>:dead``).
         stale_ms: a consumer with no heartbeat idle this long is flagged stale.
+        latest_dead_letters: how many of the latest dead letters to read (0: none, only their count).
     """
     notes: list[str] = []
 
@@ -219,9 +226,10 @@ def snapshot(
                           None if limit is None else int(limit), dead_letter_stream=dead, notes=notes)  # fmt: skip
     status.workers = _workers(redis, stream, allowed)
     status.dead_letters = int(redis.xlen(dead))  # type: ignore[arg-type]
-    status.latest_dead_letters = allowed(
-        f"XREVRANGE {dead} (latest reasons)", lambda: _dead_letters(redis, dead, LATEST_DEAD_LETTERS), []
-    )
+    if latest_dead_letters > 0:
+        status.latest_dead_letters = allowed(
+            f"XREVRANGE {dead} (latest reasons)", lambda: _dead_letters(redis, dead, latest_dead_letters), []
+        )
     if not status.exists:
         return status
     info = redis.xinfo_stream(stream)
@@ -311,6 +319,15 @@ def to_json(status: StreamStatus) -> str:
     return json.dumps(asdict(status), indent=2)
 
 
+def _live_view(args: argparse.Namespace) -> bool:
+    """rich's live view: for ``--watch`` on a terminal with rich installed, unless ``--plain`` or ``--json``."""
+    if not args.watch or args.json or args.plain or not sys.stdout.isatty():
+        return False
+    from producer.live import available
+
+    return available()
+
+
 def run_status(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     """The ``status`` command: one snapshot (rates from a second one ``--interval`` later), or ``--watch``."""
     if args.watch and args.interval <= 0:
@@ -322,6 +339,10 @@ def run_status(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         def take() -> StreamStatus:
             return snapshot(redis, args.stream, dead_letter_stream=args.dead_letter_stream, stale_ms=args.stale_ms)
 
+        if _live_view(args):
+            from producer.live import run_live
+
+            return run_live(take, interval_s=args.interval, count=args.count)
         current = take()
         frames = 0
         while True:
@@ -342,20 +363,30 @@ def run_status(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         redis.close()
 
 
-def add_parser(commands: Any, add_connection_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``status`` (read-only) on the producer CLI."""
-    status = commands.add_parser("status", help="read-only view of a stream, its groups, workers and dead letters")
-    add_connection_args(status)
-    status.add_argument("--json", action="store_true", help="print JSON (with --watch: one document per frame)")
-    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples of the rates "
+def _add_view_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples of the rates "
                         "and between --watch frames (0: no rates; default 1)")  # fmt: skip
-    status.add_argument("--count", type=int, default=0, help="with --watch: stop after this many frames (0: never)")
-    status.add_argument("--dead-letter-stream", help="default: <stream>:dead")
-    status.add_argument(
+    parser.add_argument("--count", type=int, default=0, help="with --watch: stop after this many frames (0: never)")
+    parser.add_argument("--plain", action="store_true", help="plain text frames even on a terminal with rich")
+    parser.add_argument("--dead-letter-stream", help="default: <stream>:dead")
+    parser.add_argument(
         "--stale-ms",
         type=int,
         default=DEFAULT_STALE_MS,
         help=f"flag consumers idle this long with no heartbeat (default {DEFAULT_STALE_MS})",
     )
+
+
+def add_parser(commands: Any, add_connection_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``status`` and ``top`` (read-only) on the producer CLI."""
+    status = commands.add_parser("status", help="read-only view of a stream, its groups, workers and dead letters")
+    add_connection_args(status)
+    status.add_argument("--json", action="store_true", help="print JSON (with --watch: one document per frame)")
+    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C "
+                        "(the rich live view on a terminal, when rich is installed)")  # fmt: skip
+    _add_view_args(status)
     status.set_defaults(func=run_status)
+    top = commands.add_parser("top", help="live view of a stream (status --watch): lag, pending, workers, rates")
+    add_connection_args(top)
+    _add_view_args(top)
+    top.set_defaults(func=run_status, watch=True, json=False)

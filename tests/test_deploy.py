@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from producer.exporter import GroupCollector
 from tests.helpers import ROOT
 from worker.config import unknown_variables
 from worker.observability import Metrics
@@ -48,10 +49,20 @@ def test_k8s_objects_have_required_fields() -> None:
         assert o.get("apiVersion") and o.get("kind") and o["metadata"].get("name"), o
 
 
-def _containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    return [
-        (name, d, c) for name, d in _by_kind("Deployment").items() for c in d["spec"]["template"]["spec"]["containers"]
-    ]
+def _component(deployment: dict[str, Any]) -> str:
+    return str(deployment["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component"))
+
+
+def _workers() -> dict[str, dict[str, Any]]:
+    return {name: d for name, d in _by_kind("Deployment").items() if _component(d) == "worker"}
+
+
+def _containers(
+    deployments: dict[str, dict[str, Any]] | None = None,
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The containers of the worker Deployments (or of ``deployments``)."""
+    chosen = _workers() if deployments is None else deployments
+    return [(name, d, c) for name, d in chosen.items() for c in d["spec"]["template"]["spec"]["containers"]]
 
 
 def test_deployments_reference_only_shipped_objects() -> None:
@@ -59,14 +70,15 @@ def test_deployments_reference_only_shipped_objects() -> None:
     configmaps = _by_kind("ConfigMap")
     claims = _by_kind("PersistentVolumeClaim")
     assert len(_containers()) == 2
-    for name, deployment, container in _containers():
+    assert {_component(d) for d in _by_kind("Deployment").values()} == {"worker", "exporter"}
+    for name, deployment, container in _containers(_by_kind("Deployment")):
         for env in container.get("env", []):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             if ref:
                 assert ref["key"] in secrets[ref["name"]], (name, ref)
         for source in container.get("envFrom", []):
             assert source["configMapRef"]["name"] in configmaps
-        for volume in deployment["spec"]["template"]["spec"]["volumes"]:
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
             assert volume["persistentVolumeClaim"]["claimName"] in claims
 
 
@@ -103,7 +115,7 @@ def test_each_deployment_has_a_scaled_object_and_a_pdb() -> None:
     secrets = {name: set(s["stringData"]) for name, s in _by_kind("Secret").items()}
     scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in _by_kind("ScaledObject").values()}
     pdbs = [p["spec"]["selector"]["matchLabels"] for p in _by_kind("PodDisruptionBudget").values()]
-    for name, deployment in _by_kind("Deployment").items():
+    for name, deployment in _workers().items():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert any(all(labels.get(k) == v for k, v in sel.items()) for sel in pdbs), f"{name}: no PDB"
         spec = scaled[name]["spec"]
@@ -120,15 +132,35 @@ def test_each_deployment_has_a_scaled_object_and_a_pdb() -> None:
                 assert ref["key"] in secrets[ref["name"]], ref
             assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} >= {"address", "username", "password"}
         assert kinds == {"lagCount", "pendingEntriesCount"}, name
-    assert set(scaled) == set(_by_kind("Deployment"))
+    assert set(scaled) == set(_workers())
 
 
-def test_metrics_service_selects_every_worker_pod() -> None:
-    (service,) = _by_kind("Service").values()
+def _selects(service: dict[str, Any], deployment: dict[str, Any]) -> bool:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    return all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+
+
+def test_metrics_services_select_workers_and_the_one_exporter() -> None:
+    services = _by_kind("Service")
+    workers, exporter = services["redis-infer-worker-metrics"], services["redis-infer-exporter"]
     for deployment in _by_kind("Deployment").values():
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
-    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+        assert _selects(workers, deployment) == (_component(deployment) == "worker")
+        assert _selects(exporter, deployment) == (_component(deployment) == "exporter")
+    (deployment,) = [d for d in _by_kind("Deployment").values() if _component(d) == "exporter"]
+    assert deployment["spec"]["replicas"] == 1  # two would export every group series twice
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "exporter" and container["command"] == ["redis-infer"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+    assert container["args"][container["args"].index("--port") + 1] == str(port)
+    monitor = _docs(K8S / "secret.example.yaml")[1]["stringData"]
+    assert monitor["username"] == "monitor"  # the read-only ACL user, as for KEDA
+    # the ServiceMonitor scrapes every Service of the project through its port named "metrics"
+    (monitor_obj,) = _docs(DEPLOY / "prometheus" / "servicemonitor.yaml")
+    selector = monitor_obj["spec"]["selector"]["matchLabels"]
+    for service in services.values():
+        assert all(service["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        assert service["spec"]["ports"][0]["name"] == "metrics" == monitor_obj["spec"]["endpoints"][0]["port"]
+        assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
 def test_compose_runs_as_shipped() -> None:
@@ -146,12 +178,42 @@ def test_compose_runs_as_shipped() -> None:
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     build = worker["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()
+    exporter = compose["services"]["exporter"]
+    assert exporter["build"] == build and exporter["entrypoint"] == ["redis-infer"]
+    assert exporter["command"][0] == "exporter" and exporter["environment"]["REDIS_INFER_URL"].startswith(
+        "redis://monitor@redis:6379"
+    )
+    assert exporter["command"][exporter["command"].index("--port") + 1] in exporter["expose"]
+    scrape = _docs(DEPLOY / "prometheus" / "prometheus.yml")[0]["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape}
+    assert jobs["redis-infer-worker"]["dns_sd_configs"][0] == {"names": ["worker"], "type": "A", "port": 9100}
+    assert jobs["redis-infer-exporter"]["static_configs"][0]["targets"] == [f"exporter:{exporter['expose'][0]}"]
+    for service in ("prometheus", "grafana"):
+        for volume in compose["services"][service]["volumes"]:
+            assert (DEPLOY / volume.split(":")[0]).is_file(), volume
+
+
+def test_images_ship_every_package_and_the_licence() -> None:
+    include = re.search(
+        r"\[tool\.setuptools\.packages\.find\]\ninclude = \[(.*)\]", (ROOT / "pyproject.toml").read_text()
+    )
+    assert include is not None
+    packages = {p.strip(' "*') for p in include.group(1).split(",")}
+    stages = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")[1:]
+    assert len(stages) == 2 and "redis_infer_protocol" in packages
+    for stage in stages:
+        copied = {line.split()[1] for line in stage.splitlines() if line.startswith("COPY ")}
+        assert packages <= copied, packages - copied
+        assert "LICENSE" in stage.split("COPY pyproject.toml", 1)[1].splitlines()[0]
 
 
 def _exported() -> set[str]:
+    """Every series name a worker or the group exporter exports."""
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     names = set()
     for metric in Metrics().registry.collect():  # labelled metrics have no samples yet: names from the type
+        names.update(metric.name + suffix for suffix in suffixes[metric.type])
+    for metric in GroupCollector(None, []).describe():  # type: ignore[arg-type]
         names.update(metric.name + suffix for suffix in suffixes[metric.type])
     return names
 
@@ -164,7 +226,10 @@ def test_alerts_use_exported_metrics() -> None:
     (rule,) = _docs(DEPLOY / "prometheus" / "rules.yaml")
     assert rule["kind"] == "PrometheusRule"
     rules = rule["spec"]["groups"][0]["rules"]
-    assert {r["alert"] for r in rules} >= {"RedisInferLagGrowing", "RedisInferDeadLetters", "RedisInferNoConsumers"}
+    assert {r["alert"] for r in rules} >= {"RedisInferLagGrowing", "RedisInferDeadLetters", "RedisInferNoConsumers",
+                                           "RedisInferOldestPendingTooOld"}  # fmt: skip
+    oldest = next(r for r in rules if r["alert"] == "RedisInferOldestPendingTooOld")
+    assert "redis_infer_group_oldest_pending_age_seconds" in oldest["expr"]
     used = _used(json.dumps(rules))
     assert used and used <= _exported(), used - _exported()
 
@@ -176,7 +241,8 @@ def test_dashboard_loads_and_uses_exported_metrics() -> None:
     assert dashboard["uid"] and dashboard["schemaVersion"] >= 36
     exprs = [t["expr"] for p in panels for t in p["targets"]]
     used = _used(" ".join(exprs))
-    assert {"redis_infer_group_lag", "redis_infer_dead_lettered_total"} <= used
+    assert {"redis_infer_group_lag", "redis_infer_dead_lettered_total", "redis_infer_group_oldest_pending_age_seconds",
+            "redis_infer_workers"} <= used  # fmt: skip
     assert used <= _exported(), used - _exported()
 
 

@@ -91,3 +91,26 @@ def test_worker_serves_with_the_overlays_settings(certs: Path, tls_redis: int, t
         reply = collect(producer, 1)["mtls"]
     assert reply.status is Status.OK
     np.testing.assert_allclose(reply.outputs["y"], 2 * x + 1, rtol=1e-6)
+
+
+def test_exporter_reads_with_the_overlays_settings(
+    certs: Path, tls_redis: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from prometheus_client import generate_latest
+
+    from producer.exporter import _client as exporter_client
+    from producer.exporter import registry_for
+
+    env = {k: _local(v, certs, tls_redis) for k, v in OVERLAY["services"]["exporter"]["environment"].items()}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_INFER_PASSWORD", "CHANGE-ME-monitor")  # compose takes it from the environment
+    client = exporter_client(argparse.Namespace(url=env["REDIS_INFER_URL"], redis_timeout_s=5.0))
+    try:
+        text = generate_latest(registry_for(client, ["infer:requests"])).decode()
+    finally:
+        client.close()
+    assert "redis_infer_exporter_redis_up 1.0" in text
+    assert 'redis_infer_stream_length{model="",stream="infer:requests"}' in text  # read as the monitor user

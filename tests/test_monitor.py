@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +212,64 @@ def test_dlq_requeue_is_served_by_a_real_worker(
         replies = collect(redis_client, 1)
     assert replies["again"].status == "OK"
     np.testing.assert_allclose(replies["again"].outputs["y"], 2 * x + 1)
+
+
+def _cells(text: str, first: str) -> list[str]:
+    """The cells of the table row of ``text`` whose first cell is ``first`` (box characters dropped)."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{text}")
+
+
+def test_live_view_renders_the_known_state(redis_url: str, redis_client: redis.Redis) -> None:
+    from rich.console import Console
+
+    from producer.live import render
+    from producer.monitor import snapshot
+
+    _prepare(redis_client)
+    redis_client.hset(keys.health_key(STREAM, "[x]"), mapping={"status": "alive", "ok": "[alive]"})
+    console = Console(record=True, width=200, force_terminal=True, file=io.StringIO())
+    console.print(render(snapshot(redis_client, STREAM, stale_ms=0)))
+    text = console.export_text()
+    assert f"stream {STREAM} (Redis" in text and "length 5  backpressure limit 100" in text
+    lag = "2" if _major(redis_client) >= 7 else "unknown: Redis 6 does not report lag (needs >= 7)"
+    assert _cells(text, "workers")[1:] == [lag, "3", _cells(text, "workers")[3], "2", "1"]  # lag, pending, age, 2, 1
+    assert _cells(text, "workers / alive")[1:] == ["2", _cells(text, "workers / alive")[2], "alive"]
+    assert _cells(text, "workers / ghost")[3] == "STALE (no heartbeat)"
+    assert _cells(text, "alive")[1:5] == ["ready", "7", "1", "-"]  # status, ok, errors, expired
+    assert "dead letters (ops:requests:dead): 2" in text
+    assert _cells(text, "[x]")[1:3] == ["alive", "[alive]"]  # a consumer name with brackets, not read as markup
+    assert "second (truncated)" in text and "first" in text
+
+
+def test_top_redraws_with_rates_and_falls_back_to_plain_text(
+    redis_url: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from producer import live
+    from producer.monitor import snapshot
+
+    _prepare(redis_client)
+    console = Console(record=True, width=200, force_terminal=True, file=io.StringIO())
+    assert live.run_live(lambda: snapshot(redis_client, STREAM), interval_s=0.05, count=2, console=console) == 0
+    frames = console.export_text()
+    assert "rates over" in frames and "served 0.0/s" in frames
+    # not a terminal (capsys): plain frames, as many as asked
+    assert main(["top", "--url", redis_url, "--stream", STREAM, "--count", "2", "--interval", "0.05"]) == 0
+    assert capsys.readouterr().out.count(f"stream {STREAM} (Redis") == 2
+    # a terminal without rich: plain frames too
+    monkeypatch.setattr(live, "available", lambda: False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    watch = ["status", "--watch", "--url", redis_url, "--stream", STREAM, "--count", "1", "--interval", "0.05"]
+    assert main(watch) == 0
+    assert "group workers: lag" in capsys.readouterr().out
+    # a terminal with rich: the live view
+    calls: list[float] = []
+    monkeypatch.setattr(live, "available", lambda: True)
+    monkeypatch.setattr(live, "run_live", lambda take, interval_s, count: calls.append(interval_s) or 0)
+    assert main(watch) == 0 and calls == [0.05]
+    assert main([*watch, "--plain"]) == 0 and calls == [0.05]  # --plain keeps plain text

@@ -1,6 +1,6 @@
 """Contract tests of the TensorRT backend and its context pool, on a CPU.
 
-The TensorRT runtime and the CUDA layer are doubles (tests/trt_double.py) that enforce TensorRT's
+The TensorRT runtime and the CUDA layer are doubles (worker/doubles/trt_double.py) that enforce TensorRT's
 rules and run the model with numpy; the backend under test is the real one.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from trt_double import (
+
+from worker.doubles.trt_double import (
     CudaRuleViolation,
     FakeCuda,
     FakeTensorRT,
@@ -27,7 +28,6 @@ from trt_double import (
     reference,
     sum_spec,
 )
-
 from worker.engines.base import Engine, ExecutionSlot, infer_once
 from worker.engines.tensorrt import TensorRTEngine
 from worker.engines.trt_meta import EngineMetadata, sha256_file, write_metadata

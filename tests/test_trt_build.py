@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from cuda_double import FakeCuda
 from onnx import TensorProto, helper, numpy_helper
 
+from worker.doubles.cuda_double import FakeCuda
 from worker.engines import trt_build
 from worker.engines.trt_build import BuildOptions, add_build_parser, build_engine, main_build
 from worker.engines.trt_meta import read_metadata, sha256_file

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -92,10 +92,25 @@ class BatchSettings(BaseModel):
         return self
 
 
+def _json_text(value: Any) -> Any:
+    """A JSON document given as text (a flag) decoded; what the environment source decoded passes as is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {value!r}") from exc
+    return value
+
+
 class ModelSettings(BaseModel):
     path: Path | None = Field(default=None, description="Model file (.onnx, or a TensorRT .engine/.plan).")
     name: str | None = Field(default=None, description="Model name requests must carry. Default: file stem.")
     version: str | None = Field(default=None, description="Served version; requests naming another are refused.")
+    warmup: Annotated[list[dict[str, list[int]]] | None, BeforeValidator(_json_text)] = Field(
+        default=None,
+        description='Warm-up runs on every slot before ready: JSON list of {input: shape}, e.g. [{"x": [8, 3, 224, '
+        "224]}] ([]: none). Default: each preferred batch size and the max batch size, dynamic dims 1.",
+    )
 
 
 class OnnxSettings(BaseModel):

@@ -16,6 +16,7 @@ from worker.engines.base import Engine
 from worker.engines.factory import load_engine
 from worker.service import Worker
 from worker.transport import Transport, connect
+from worker.warmup import warm_up_before_serving
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,10 @@ async def serve(
         install_signals: handle SIGTERM/SIGINT (only possible in the main thread).
         on_ready: called with the worker before it starts serving (tests use it to stop the worker).
     """
+    warm_by_default = engine is None  # warm-up before ready (worker/warmup.py)
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
+    await warm_up_before_serving(settings, engine, by_default=warm_by_default)
     worker, client = await open_worker(settings, url, engine)
     if on_ready is not None:
         on_ready(worker)

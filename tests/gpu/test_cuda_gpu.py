@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trt_double import aio, cupy_stream
 
 from worker.cuda import CudaDevice, CudaError, open_device
+from worker.doubles.trt_double import aio, cupy_stream
 from worker.errors import ConfigError
 
 pytestmark = pytest.mark.gpu

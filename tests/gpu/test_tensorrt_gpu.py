@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from trt_double import CupyCompute, FakeTensorRT, aio, mlp_spec, reference
 
+from worker.doubles.trt_double import CupyCompute, FakeTensorRT, aio, mlp_spec, reference
 from worker.engines.tensorrt import TensorRTEngine
 from worker.engines.trt_meta import EngineMetadata, sha256_file, write_metadata
 

@@ -53,7 +53,12 @@ class FakeStream:
 
     def signal(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.cuda.enqueue(self.handle_int, lambda: future.done() or future.set_result(None), "signal")
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.cuda.enqueue(self.handle_int, resolve, "signal")
         return future
 
     async def wait(self, future: asyncio.Future[None] | None = None) -> None:
@@ -106,7 +111,8 @@ class FakeHostBuffer:
         count = int(np.prod(shape)) * dt.itemsize
         if count > self.nbytes:
             raise ValueError(f"shape {shape} does not fit {self.nbytes} bytes")
-        return self.data[:count].view(dt).reshape(shape)
+        view: np.ndarray = self.data[:count].view(dt).reshape(shape)
+        return view
 
     def close(self) -> None:
         pass

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cuda_double import CudaRuleViolation, FakeCuda
 
+from worker.doubles.cuda_double import CudaRuleViolation, FakeCuda
 from worker.engines.tensorrt import TRT_API_USED
 
 FAKE_MAGIC = "fake-tensorrt-engine"
