@@ -187,7 +187,7 @@ def start_worker(
         stream: request stream key (``WORKER_STREAM``).
         env: extra ``WORKER_*`` settings; they override the inherited environment.
         argv: another command that serves as a worker (it reads the same ``WORKER_*`` variables).
-        cwd: working directory; ``PYTHONPATH`` is set to it, so a checkout of another revision runs its
+        cwd: working directory; it goes first on ``PYTHONPATH``, so a checkout of another revision runs its
             own code.
     """
     full_env = {
@@ -199,7 +199,9 @@ def start_worker(
         **(env or {}),
     }
     if cwd is not None:
-        full_env["PYTHONPATH"] = str(cwd)
+        # cwd first, so a checkout of another revision runs its own code; what was on the path stays after it
+        # (wheels installed with --target, as on the GPU host)
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(cwd), full_env.get("PYTHONPATH", "")) if p)
     command = list(argv) if argv is not None else [sys.executable, "-m", "worker", "run", "--model", str(model)]
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
