@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Client
 from redis_infer_protocol.codec import Status, Timing
+from tests.fakes import TimesTen
 from tests.fleet_helpers import FleetThread, write_model
 from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
 from worker.observability import Metrics
@@ -174,3 +175,28 @@ def test_the_fleet_serves_every_models_series_on_its_one_port(tmp_path: Path, re
         samples = _parse(_scrape(served.http_port or 0))
     assert _value(samples, "nv_inference_request_success_total", model="one", version="") == 1
     assert _value(samples, "nv_inference_request_success_total", model="two", version="") == 2
+
+
+@pytest.mark.integration
+def test_the_queue_gauges_are_read_at_each_scrape(redis_url: str, redis_client: redis.Redis) -> None:
+    engine = TimesTen(name="slow", max_batch=2, delay_s=3.0)
+    http = {"host": "127.0.0.1", "port": 0}
+    # A heartbeat every 20 s: the gauges cannot be the ones the heartbeat's health check last saw.
+    with WorkerThread(redis_url, engine=engine, model={"name": "slow"}, batch={"max_size": 2}, http=http,
+                      health_ttl_s=60) as wt:  # fmt: skip
+        worker = wt.worker
+        assert worker is not None
+        wait_until(lambda: worker.http_port is not None, what="http port")
+        for i in range(2):
+            send(redis_client, "slow", {"x": np.ones((1, 2), np.float32)}, request_id=f"busy{i}")
+        wait_until(lambda: engine.runs, what="the only slot busy for 3 s")
+        for i in range(2):  # max_queued (2 x 2 rows x 1 slot) counts the busy slot's 2: 2 more are read
+            send(redis_client, "slow", {"x": np.ones((1, 2), np.float32)}, request_id=f"waits{i}")
+
+        def queue() -> tuple[float, float]:
+            samples = _parse(_scrape(worker.http_port or 0))
+            return (_value(samples, "nv_inference_pending_request_count", model="slow"),
+                    _value(samples, "redis_infer_inflight_batches", model="slow"))  # fmt: skip
+
+        wait_until(lambda: queue() == (2, 1), what="2 requests waiting behind the busy slot", timeout_s=2.5)
+        collect(redis_client, 4)

@@ -139,7 +139,8 @@ class Metrics:
     """The worker's Prometheus metrics, in a registry of their own (several workers may share a process).
 
     Counters are read from ``stats`` at each scrape (the one source of truth); histograms take a batch's
-    observations at once; gauges are set by the health check and the Redis link.
+    observations at once; the Redis link sets ``redis_up``; ``queued`` and ``inflight`` are given functions
+    by the worker, read at each scrape.
 
     Args:
         registry: where to register (default: a new one).

@@ -106,6 +106,8 @@ class Worker:
         self.reader = Reader(settings, transport, self.maintenance, self.intake, self.batcher, self.publisher,
                              self.link, self.stats, self.metrics, self.max_queued, stopping=lambda: self.stopping,
                              admitted=self.dispatcher.wake, sleep=self._sleep_unless_stopping)  # fmt: skip
+        self.metrics.queued.set_function(lambda: len(self.batcher))  # read at each scrape, never stale
+        self.metrics.inflight.set_function(lambda: self.dispatcher.computing)
 
     # The three stages are wired through these callbacks, so that none reaches into another.
     def _released(self, entry_ids: Any) -> None:
@@ -276,8 +278,6 @@ class Worker:
     def health(self) -> dict[str, Any]:
         s = self.stats
         down = self.redis_down_since
-        self.metrics.queued.set(len(self.batcher))
-        self.metrics.inflight.set(self.dispatcher.computing)
         return {
             "status": "draining" if self.stopping else ("degraded" if down is not None else "ready"),
             "ready": not self.stopping and down is None,
