@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 
 from redis_infer_protocol.batchcodec import RequestDecoder, encode_ok_replies
 from redis_infer_protocol.codec import DEFAULT_LIMITS, CodecError, Status, Timing, decode_request, encode_reply
@@ -190,10 +190,11 @@ def test_metrics_read_the_same_counters_as_the_health_key() -> None:
     metrics.observe_reply(Status.EXPIRED, _timing(0))
     metrics.observe_batch(5, _timing(0))
     metrics.stats.dead_lettered += 2
-    text = generate_latest(metrics.registry).decode()
-    assert 'redis_infer_replies_total{status="OK"} 5.0' in text
-    assert 'redis_infer_replies_total{status="EXPIRED"} 1.0' in text
-    assert "redis_infer_inference_count_total 5.0" in text and "redis_infer_exec_count_total 1.0" in text
-    assert "redis_infer_dead_lettered_total 2.0" in text
+    text = metrics.render().decode()
+    assert 'redis_infer_replies_total{model="",status="OK",version=""} 5.0' in text
+    assert 'redis_infer_replies_total{model="",status="EXPIRED",version=""} 1.0' in text
+    assert 'nv_inference_count{model="",version=""} 5.0' in text
+    assert 'nv_inference_exec_count{model="",version=""} 1.0' in text
+    assert 'redis_infer_dead_lettered_total{model="",version=""} 2.0' in text
     assert (metrics.stats.rows, metrics.stats.batches) == (5, 1)
-    assert "redis_infer_request_duration_seconds_count 6.0" in text
+    assert 'redis_infer_request_duration_seconds_count{model="",version=""} 6.0' in text

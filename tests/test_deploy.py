@@ -211,15 +211,15 @@ def _exported() -> set[str]:
     """Every series name a worker or the group exporter exports."""
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     names = set()
-    for metric in Metrics().registry.collect():  # labelled metrics have no samples yet: names from the type
-        names.update(metric.name + suffix for suffix in suffixes[metric.type])
+    for metric in Metrics(nvml=None).families():  # names from the samples where any (Triton's have no _total)
+        names.update([s.name for s in metric.samples] or [metric.name + suffix for suffix in suffixes[metric.type]])
     for metric in GroupCollector(None, []).describe():  # type: ignore[arg-type]
         names.update(metric.name + suffix for suffix in suffixes[metric.type])
     return names
 
 
 def _used(text: str) -> set[str]:
-    return set(re.findall(r"\bredis_infer_[a-z_]+", text))
+    return set(re.findall(r"\b(?:redis_infer|nv)_[a-z_]+", text))
 
 
 def test_alerts_use_exported_metrics() -> None:

@@ -49,10 +49,10 @@ def test_health_and_metrics_endpoints(redis_url: str, redis_client: redis.Redis,
         text = metrics.decode()
         assert get(port, "/nope")[0] == 404
     assert status == 200
-    assert 'redis_infer_replies_total{status="OK"} 6.0' in text
-    assert 'redis_infer_replies_total{status="INVALID_ARGUMENT"} 1.0' in text
-    assert "redis_infer_inference_count_total 12.0" in text  # rows
-    assert "redis_infer_redis_up 1.0" in text
+    assert 'redis_infer_replies_total{model="affine",status="OK",version=""} 6.0' in text
+    assert 'redis_infer_replies_total{model="affine",status="INVALID_ARGUMENT",version=""} 1.0' in text
+    assert 'nv_inference_count{model="affine",version=""} 12.0' in text  # rows; tests/test_metrics.py parses all
+    assert 'redis_infer_redis_up{model="affine",version=""} 1.0' in text
 
 
 def test_worker_rides_out_a_redis_restart(tmp_path: Path, affine: Path) -> None:

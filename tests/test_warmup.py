@@ -96,6 +96,8 @@ def test_not_ready_until_warm_up_ran_on_every_slot(redis_url: str, redis_client:
             status, body = answers[0]  # type: ignore[misc]
             assert (status, body["status"]) == (503, "warming up")
             assert _get(port, "/livez")[0] == 200  # type: ignore[index]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                assert 'redis_infer_redis_up{model="cold",version=""} 1.0' in resp.read().decode()  # labelled already
             assert not redis_client.exists(keys.health_key("infer:requests", wt.settings.consumer))  # not joined
             assert not started.done()
         finally:

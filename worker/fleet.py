@@ -46,6 +46,8 @@ class Fleet:
     def __init__(self, members: Sequence[Member]) -> None:
         self.members = list(members)
         self._stop = asyncio.Event()
+        if self.members:  # only the first model serves HTTP: its /metrics carries every model's series
+            self.members[0].worker.metrics.serve_also(m.worker.metrics for m in self.members[1:])
 
     @property
     def workers(self) -> dict[str, Worker]:

@@ -9,7 +9,8 @@ Each stage is a module of its own, and four loops share one asyncio loop:
   bad request fails alone;
 - the *publisher* (worker/publisher.py) writes replies and dead letters, then acks (write-then-ack);
 - the *recovery* loop claims what dead consumers left pending and trims the stream (worker/recovery.py);
-- the *heartbeat* keeps the health key fresh and the group's lag and pending counts in the metrics.
+- the *heartbeat* keeps the health key fresh (the group's lag and pending are the exporter's, once per
+  deployment: ``redis-infer exporter``).
 
 A loop that dies of an unexpected error stops the worker with a non-zero exit. Shutdown stops reading,
 flushes the batcher, finishes in-flight batches within the grace period and exits; whatever is left
@@ -31,7 +32,7 @@ from worker.batcher import Batcher
 from worker.config import Settings
 from worker.dispatcher import Dispatcher
 from worker.engines.base import Engine
-from worker.errors import EngineError, NoGroup, RedisError
+from worker.errors import EngineError, RedisError
 from worker.intake import Intake, WorkItem
 from worker.link import REDIS_ERRORS, RedisLink
 from worker.observability import HealthServer, Metrics, Stats
@@ -86,7 +87,7 @@ class Worker:
             trim=rec.trim,
         )
         self.max_queued = settings.batch.max_queued or 2 * self.batcher.max_size * len(engine.slots)
-        self.metrics = Metrics()
+        self.metrics = Metrics(model=info.name, version=settings.model.version or "")
         self.stats = self.metrics.stats  # one record: the health key and /metrics read the same counters
         self.link = RedisLink(self.stats, self.metrics, settings.health_ttl_s, self._give_up)
         self.started_ms = int(time.time() * 1000)
@@ -105,6 +106,8 @@ class Worker:
         self.reader = Reader(settings, transport, self.maintenance, self.intake, self.batcher, self.publisher,
                              self.link, self.stats, self.metrics, self.max_queued, stopping=lambda: self.stopping,
                              admitted=self.dispatcher.wake, sleep=self._sleep_unless_stopping)  # fmt: skip
+        self.metrics.queued.set_function(lambda: len(self.batcher))  # read at each scrape, never stale
+        self.metrics.inflight.set_function(lambda: self.dispatcher.computing)
 
     # The three stages are wired through these callbacks, so that none reaches into another.
     def _released(self, entry_ids: Any) -> None:
@@ -275,8 +278,6 @@ class Worker:
     def health(self) -> dict[str, Any]:
         s = self.stats
         down = self.redis_down_since
-        self.metrics.queued.set(len(self.batcher))
-        self.metrics.inflight.set(self.dispatcher.computing)
         return {
             "status": "draining" if self.stopping else ("degraded" if down is not None else "ready"),
             "ready": not self.stopping and down is None,
@@ -309,11 +310,6 @@ class Worker:
                 before = time.time_ns()
                 server_ms = await self.transport.server_time_ms()
                 self.reader.clock_offset_ns = server_ms * 1_000_000 - (before + time.time_ns()) // 2
-                lag, pending = await self.maintenance.group_backlog()
-                self.metrics.group_lag.set(lag)
-                self.metrics.group_pending.set(pending)
-            except NoGroup as exc:  # the stream was deleted: the reader recreates it
-                log.warning("heartbeat: %s", exc)
             except REDIS_ERRORS as exc:
                 self.link.failed(exc)
             else:

@@ -124,7 +124,9 @@ async def not_ready_while(settings: Settings, engine: Engine) -> AsyncIterator[N
         return {"status": "warming up", "ready": False, "model": engine.info.name, "backend": settings.backend,
                 "host": socket.gethostname(), "pid": os.getpid(), "started_ms": started_ms}  # fmt: skip
 
-    server = HealthServer(settings.http.host, port, health, Metrics())
+    server = HealthServer(
+        settings.http.host, port, health, Metrics(model=engine.info.name, version=settings.model.version or "")
+    )
     await server.start()
     try:
         yield
