@@ -16,6 +16,7 @@ import yaml
 from producer.exporter import GroupCollector
 from tests.helpers import ROOT
 from worker.config import unknown_variables
+from worker.nvml import gpu_families
 from worker.observability import Metrics
 
 DEPLOY = ROOT / "deploy"
@@ -213,6 +214,10 @@ def _exported() -> set[str]:
     names = set()
     for metric in Metrics(nvml=None).families():  # names from the samples where any (Triton's have no _total)
         names.update([s.name for s in metric.samples] or [metric.name + suffix for suffix in suffixes[metric.type]])
+    from tests.test_metrics import _fake_nvml
+
+    for metric in gpu_families(_fake_nvml()):  # the GPU series, exported where NVML sees a GPU
+        names.update(s.name for s in metric.samples)
     for metric in GroupCollector(None, []).describe():  # type: ignore[arg-type]
         names.update(metric.name + suffix for suffix in suffixes[metric.type])
     return names
