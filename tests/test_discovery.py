@@ -117,3 +117,18 @@ def test_models_cli_prints_json(two_processes: dict[str, WorkerProcess], redis_u
     assert producer_main(["models", "orientation-u8", "--url", redis_url]) == 0
     assert "image: UINT8 [-1, 224, 224, 3]" in capsys.readouterr().out
     np.testing.assert_equal(len(listed), 2)
+
+
+def test_a_single_model_worker_is_discovered_too(redis_url: str, tmp_path: Path) -> None:
+    """A worker started with one model file (no repository) publishes that model for discovery, on its stream."""
+    from worker.testing import WorkerThread, make_affine_model
+
+    model = make_affine_model(tmp_path / "affine.onnx")
+    stream = "single:requests"
+    with WorkerThread(redis_url, model, stream=stream), Client(redis_url, model="affine", stream=stream) as client:
+        wait_until(lambda: [m.name for m in client.models()] == ["affine"], what="the single model listed")
+        meta = client.metadata("affine")
+        assert meta.stream == stream
+        assert [(t.name, t.datatype) for t in meta.inputs] == [("x", "FP32")]
+        assert sorted(t.name for t in meta.outputs) == ["s", "y"]
+        assert client.infer({"x": np.ones((1, 4), np.float32)})["y"].tolist() == [[3.0] * 4]

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from worker.catalog import model_metadata, publish_forever
 from worker.config import Settings
 from worker.embedded import EmbeddedRedis
 from worker.engines.base import Engine
@@ -106,12 +107,18 @@ async def serve(
         engine = await asyncio.to_thread(load_engine, settings)
     await warm_up_before_serving(settings, engine, by_default=warm_by_default)
     worker, client = await open_worker(settings, url, engine)
+    # discovery (protocol §17): the one model is listed like a repository's, refreshed every health TTL
+    document = model_metadata(settings, engine.info, instances=len(engine.slots), hook=None)
+    published = asyncio.Event()  # set: stop publishing
+    catalog = asyncio.create_task(publish_forever(client, [document], settings.health_ttl_s, published))
     if on_ready is not None:
         on_ready(worker)
     try:
         with signals_stop(worker.stop, settings.shutdown_grace_s, install=install_signals):
             await worker.run()
     finally:
+        published.set()
+        await asyncio.gather(catalog, return_exceptions=True)
         engine.close()
         await client.aclose()
         log.info("worker %s stopped: %s", settings.consumer, worker.stats)
