@@ -60,3 +60,11 @@ def test_preferred_sizes_above_max_are_refused(monkeypatch: pytest.MonkeyPatch) 
 def test_missing_model_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="WORKER_MODEL__PATH"):
         _ = load_settings().model_name
+
+
+def test_list_settings_given_as_flag_text_are_json() -> None:
+    """A flag hands its value over as text: a list setting takes it as JSON, as the environment would."""
+    settings = load_settings(check_env=False, streams={"reply_prefixes": '["infer:reply:a:", "infer:reply:b:"]'})
+    assert settings.streams.allowed_reply_prefixes == ("infer:reply:a:", "infer:reply:b:")
+    with pytest.raises(ConfigError, match="not JSON"):
+        load_settings(check_env=False, streams={"reply_prefixes": "infer:reply:a:"})

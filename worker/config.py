@@ -136,7 +136,7 @@ class StreamSettings(BaseModel):
         default=keys.DEFAULT_REPLY_PREFIX,
         description="Replies go only to keys with this prefix (the SDK's default); others are dead-lettered.",
     )
-    reply_prefixes: list[str] | None = Field(
+    reply_prefixes: Annotated[list[str] | None, BeforeValidator(_json_text)] = Field(
         default=None,
         description='Tenants\' reply prefixes (JSON list, e.g. ["infer:reply:alpha:"]): replies go only to keys '
         "under one of them (and more than the bare prefix). Default: [reply_prefix].",
