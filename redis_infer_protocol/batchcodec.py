@@ -150,7 +150,10 @@ class RequestDecoder(Generic[T]):
             tensor["data"] = flipped[start : start + nbytes] = (
                 np.frombuffer(raw, np.uint8, nbytes, start) ^ 0xFF
             ).tobytes()
-        if _pack(_unpack(bytes(flipped), self.limits)) != _pack(expected):
+        try:  # a data region found at the wrong place (an earlier string with the same bytes) breaks the body
+            if _pack(_unpack(bytes(flipped), self.limits)) != _pack(expected):
+                return
+        except Exception:  # then there is no template: the request itself was valid and is served as decoded
             return
         if self._template_count >= self.max_headers:
             self._templates.clear()  # a counter, not a walk over the dict: a thread may clear it meanwhile
@@ -208,13 +211,17 @@ def _header_key(body: dict[str, Any]) -> HeaderKey | None:
     for tensor in inputs:
         if not isinstance(tensor, dict):
             return None
-        shape, datatype = tensor.get("shape"), tensor.get("datatype")
-        if not isinstance(shape, list) or datatype == BYTES:
+        shape, datatype, name = tensor.get("shape"), tensor.get("datatype"), tensor.get("name")
+        # only strings name and type: a list or map here is the full decoder's to refuse (MALFORMED), and
+        # would not hash as a cache key
+        if not isinstance(shape, list) or type(datatype) is not str or type(name) is not str or datatype == BYTES:
             return None
         for dim in shape:  # type() is, not isinstance: True == 1 and 1.0 == 1 hash alike; only ints are dims
             if type(dim) is not int:
                 return None
-        tensors.append((tensor.get("name"), datatype, tuple(shape)))
+        tensors.append((name, datatype, tuple(shape)))
+    if outputs is not None and not all(type(o) is str for o in outputs):
+        return None
     out_key = None if outputs is None else tuple(outputs)
     model, version = body.get("model"), body.get("model_version")
     if type(model) is not str or (version is not None and type(version) is not str):

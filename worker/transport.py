@@ -374,7 +374,10 @@ class Transport:
         """Send one command already packed as RESP bytes and read its answer (redis-py packs every
         argument in Python: for a batch's script that was the worker's largest single cost)."""
         pool = self.client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except TypeError:  # redis-py < 5.3 wants a command name (pyproject allows >= 5.0), as the SDK does
+            conn = await pool.get_connection("EVALSHA")  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(packed)
             return await conn.read_response()
