@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from redis_infer_protocol.codec import Status, encode_request
+from redis_infer_protocol.codec import Status, Timing, encode_request
 from worker.engines.base import ModelInfo, TensorSpec
 from worker.intake import Intake, Rejection, WorkItem
 
@@ -64,6 +64,17 @@ def test_unreadable_id_names_the_id_problem_beside_another() -> None:
 def test_a_readable_id_is_answered_under_it_and_not_dead_lettered() -> None:
     r = rejected(admit(fields_with({"model": 1, "inputs": [TENSOR]})))
     assert (r.request_id, r.status, r.dead_letter) == ("r1", Status.MALFORMED, False)
+
+
+def test_the_rule_holds_on_the_other_rejection_paths() -> None:
+    # Poison and a bug in intake (INTERNAL, dead-lettered anyway) follow the same rule; a deleted entry has nobody.
+    intake = Intake(INFO, reply_prefix="infer:reply:")
+    fields = fields_with({"model": "m", "inputs": [TENSOR]}, id=b"i" * 129)
+    r = intake.reject("5-1", fields, Status.INTERNAL, "delivered 6 times", Timing(), dead_letter=True)
+    assert (r.request_id, r.reply_to, r.status, r.dead_letter) == ("5-1", "infer:reply:a", Status.INTERNAL, True)
+    assert r.error == "delivered 6 times; field 'id' is longer than 128 bytes (answered under the entry id 5-1)"
+    r = intake.reject("5-2", {}, Status.MALFORMED, "entry data was deleted", Timing())
+    assert (r.request_id, r.reply_to, r.error) == (None, None, "entry data was deleted")
 
 
 @pytest.mark.parametrize("reply_to", [b"r" * 257, b"infer:reply:", b"infer:reply:" + b"r" * 245, b"other:a"])
