@@ -1,7 +1,8 @@
 """Hostile stream entries for the chaos run: garbage, truncated msgpack, wrong types, hostile shapes.
 
 Each entry comes with what must become of it: a reply on its ``reply_to`` (any error status, or OK for
-the few that are odd but valid), a record on the dead-letter stream (nobody can be answered), or either.
+the few that are odd but valid), a record on the dead-letter stream (nobody can be answered), both (an
+unreadable ``id``: answered under the entry id and dead-lettered, protocol §9), or either.
 Nothing may be silently dropped, and no worker may die. ``send`` XADDs them and remembers the entry ids;
 ``account`` then reads the reply streams and the dead-letter stream and says what became of each.
 """
@@ -21,7 +22,7 @@ import redis
 from benchmarks.chaos_harness import DEAD, MODEL, STREAM, WIDTH
 from redis_infer_protocol.codec import CodecError, decode_reply
 
-Expect = Literal["reply", "dead", "either"]
+Expect = Literal["reply", "dead", "reply+dead", "either"]
 REPLY_STREAMS = 16  # hostile replies are spread so no stream reaches the workers' reply MAXLEN
 WRONG_TYPE_KEY = "infer:reply:chaos-not-a-stream"  # a hash: XADD of a reply to it fails with WRONGTYPE
 MAX_BODY_BYTES = 256 * 1024  # the workers of the hostile scenario run with this body limit
@@ -42,6 +43,17 @@ class Hostile:
     reply_to: str | None  # where a reply would go (None: nowhere readable)
     expect: Expect
     entry_id: str = ""
+
+    def unreadable_id(self) -> None:
+        """The id was made unreadable: a usable reply_to is answered under the entry id, and dead-lettered."""
+        self.request_id = None
+        self.expect = "dead" if self.reply_to is None else "reply+dead"
+
+    def reply_id(self) -> str | None:
+        """The id a reply to this entry carries (None: not answerable)."""
+        if self.reply_to is None:
+            return None
+        return self.request_id if self.request_id is not None else self.entry_id
 
 
 @dataclass(slots=True)
@@ -183,8 +195,10 @@ class Generator:
         entry = self._entry("missing_field", _body())
         missing = self.rng.choice([b"v", b"id", b"reply_to", b"body"])
         del entry.fields[missing]
-        if missing in (b"id", b"reply_to"):
-            entry.expect = "dead"
+        if missing == b"id":
+            entry.unreadable_id()
+        elif missing == b"reply_to":
+            entry.reply_to, entry.expect = None, "dead"
         return entry
 
     def k_reply_to_worker_stream(self) -> Hostile:
@@ -207,17 +221,15 @@ class Generator:
         return entry
 
     def k_bad_envelope(self) -> Hostile:
-        # A valid body behind an id or reply_to that is not UTF-8, too long, or empty: nobody to answer.
+        # A valid body behind an id or reply_to that is not UTF-8, too long, or empty: a bad id is answered under
+        # the entry id (and dead-lettered), a bad reply_to leaves nobody to answer.
         entry = self._entry("bad_envelope", _body())
         which = self.rng.choice([b"id", b"reply_to"])
-        value = self.rng.choice([b"\xff\xfe\xfd", b"x" * 300, b""])
-        entry.fields[which] = value
-        seen = value.decode() if value == b"" else None  # what a worker reads there
+        entry.fields[which] = self.rng.choice([b"\xff\xfe\xfd", b"x" * 300, b""])
         if which == b"id":
-            entry.request_id = seen
+            entry.unreadable_id()
         else:
-            entry.reply_to = seen
-        entry.expect = "dead"
+            entry.reply_to, entry.expect = None, "dead"
         return entry
 
     def k_oversized_body(self) -> Hostile:
@@ -348,13 +360,14 @@ def account(client: redis.Redis, entries: list[Hostile], spoof_replies: int) -> 
     report = HostileReport(sent=len(entries))
     spoofs_left = spoof_replies
     for entry in entries:
-        key = (entry.reply_to or "", entry.request_id or "")
-        status = replied.get(key) if entry.reply_to is not None and entry.request_id is not None else None
+        reply_id = entry.reply_id()
+        status = None if reply_id is None else replied.get((entry.reply_to or "", reply_id))
         if entry.kind == "spoof" and spoofs_left > 0:
             spoofs_left -= 1
             outcome = "reply"
         elif status is not None:
-            outcome = "reply"
+            # Answered and dead-lettered is checked only where both are due (a reply under the entry id).
+            outcome = "reply+dead" if entry.expect == "reply+dead" and entry.entry_id in dead else "reply"
         else:
             outcome = "dead" if entry.entry_id in dead else "none"
         _count(report, entry, outcome, status)
@@ -362,12 +375,12 @@ def account(client: redis.Redis, entries: list[Hostile], spoof_replies: int) -> 
 
 
 def _count(report: HostileReport, entry: Hostile, outcome: str, status: str | None) -> None:
-    counts = report.by_kind.setdefault(entry.kind, {"sent": 0, "reply": 0, "dead": 0, "none": 0})
+    counts = report.by_kind.setdefault(entry.kind, {"sent": 0, "reply": 0, "dead": 0, "reply+dead": 0, "none": 0})
     counts["sent"] += 1
     counts[outcome] += 1
     if status is not None:
         counts[status] = counts.get(status, 0) + 1
-    report.answered += outcome == "reply"
+    report.answered += outcome in ("reply", "reply+dead")
     report.dead_lettered += outcome == "dead"
     report.unaccounted += outcome == "none"
     unexpected = outcome != "none" and entry.expect != "either" and outcome != entry.expect

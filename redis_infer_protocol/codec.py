@@ -58,6 +58,7 @@ __all__ = [
     "encode_request",
     "encode_tensor",
     "peek_envelope",
+    "request_id_problem",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -381,6 +382,15 @@ class Envelope(NamedTuple):
 def peek_envelope(fields: Mapping[Any, Any]) -> Envelope:
     """Best-effort id and reply_to of an entry, for answering one whose body cannot be decoded."""
     return Envelope(_peek(fields, "id", MAX_REQUEST_ID_BYTES), _peek(fields, "reply_to", MAX_REPLY_TO_BYTES))
+
+
+def request_id_problem(fields: Mapping[Any, Any]) -> CodecError | None:
+    """Why an entry's ``id`` cannot be read (the error ``decode_request`` raises for it), or None if it can."""
+    try:
+        _text_field(fields, "id", MAX_REQUEST_ID_BYTES)
+    except CodecError as exc:
+        return exc
+    return None
 
 
 def _peek(fields: Mapping[Any, Any], key: str, max_bytes: int) -> str | None:

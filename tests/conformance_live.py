@@ -39,12 +39,14 @@ SCENARIOS = (
 
 # Rules of the protocol that issue 12 asked the spec to state, checked through a client against the reference
 # worker (the Go driver runs them; a client may add them): outputs [] and duplicate names, nil as absent or
-# MALFORMED, the parameters bound (64 / 65-256 TOO_LARGE / 257 MALFORMED), unanswerable requests
-# dead-lettered with the documented record and never answered.
+# MALFORMED, the parameters bound (64 / 65-256 TOO_LARGE / 257 MALFORMED), an unreadable id answered under the
+# entry id (and dead-lettered), requests without a usable reply_to dead-lettered with the documented record and
+# never answered.
 SPEC_SCENARIOS = (
     "outputs_edge_cases",
     "nil_handling",
     "parameters_bound",
+    "unreadable_id_answered_under_entry_id",
     "unanswerable_dead_lettered",
 )
 

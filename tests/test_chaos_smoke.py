@@ -69,9 +69,14 @@ def test_hostile_entries_are_all_answered_or_dead_lettered(hostile_row: dict[str
     assert row["workers_alive"] == 2
 
 
-def test_hostile_entries_with_an_empty_envelope_are_dead_lettered(hostile_row: dict[str, Any]) -> None:
+def test_hostile_entries_with_a_bad_envelope_are_answered_under_the_entry_id_or_dead_lettered(
+    hostile_row: dict[str, Any],
+) -> None:
+    # A bad id with a usable reply_to: answered under the entry id and dead-lettered; a bad reply_to: dead only.
     counts = hostile_row["hostile_by_kind"]["bad_envelope"]
-    assert counts["reply"] == 0, counts
+    assert counts["reply"] == 0 and counts["none"] == 0, counts
+    assert counts["reply+dead"] > 0 and counts["dead"] > 0, counts
+    assert counts["reply+dead"] + counts["dead"] == counts["sent"], counts
     assert hostile_row["hostile_unexpected"] == 0
 
 

@@ -1,5 +1,5 @@
 """Spec rules of issue 12 that the worker decides at intake (no Redis): an unreadable
-``id`` is not answered; ``v`` is compared byte for byte; nil handling; the map bound."""
+``id`` is answered under the entry id; ``v`` is compared byte for byte; nil handling; the map bound."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from redis_infer_protocol.codec import Status, encode_request
+from redis_infer_protocol.codec import Status, Timing, encode_request
 from worker.engines.base import ModelInfo, TensorSpec
 from worker.intake import Intake, Rejection, WorkItem
 
@@ -32,16 +32,55 @@ def rejected(result: WorkItem | Rejection) -> Rejection:
     return result
 
 
-@pytest.mark.parametrize("raw_id", [b"", b"\xff\xfe", b"i" * 129])
-def test_unreadable_id_is_dead_lettered_not_answered(raw_id: bytes) -> None:
-    # The rule today (protocol §9): no readable id, no reply, even with a valid reply_to.
-    r = rejected(admit(fields_with({"model": "m", "inputs": [TENSOR]}, id=raw_id)))
-    assert r.request_id is None and r.status in (Status.MALFORMED, Status.TOO_LARGE)
+@pytest.mark.parametrize(
+    ("raw_id", "status", "problem"),
+    [
+        (b"", Status.MALFORMED, "field 'id' is empty"),
+        (b"\xff\xfe", Status.MALFORMED, "field 'id' is not UTF-8"),
+        (b"i" * 129, Status.TOO_LARGE, "field 'id' is longer than 128 bytes"),
+        (None, Status.MALFORMED, "entry has no 'id' field"),
+    ],
+)
+def test_unreadable_id_is_answered_under_the_entry_id(raw_id: bytes | None, status: Status, problem: str) -> None:
+    # Protocol §9: a readable, allowed reply_to is answered, under the entry id when the id is unreadable; the
+    # entry is dead-lettered as well (a broken producer leaves a record).
+    fields = fields_with({"model": "m", "inputs": [TENSOR]})
+    if raw_id is None:
+        del fields[b"id"]
+    else:
+        fields[b"id"] = raw_id
+    r = rejected(admit(fields))
+    assert (r.request_id, r.reply_to, r.status, r.dead_letter) == ("1700000000000-3", "infer:reply:a", status, True)
+    assert r.error == f"{problem} (answered under the entry id 1700000000000-3)"
 
 
-def test_unreadable_id_without_a_reply_to_is_not_answered() -> None:
-    r = rejected(admit(fields_with({"model": "m", "inputs": [TENSOR]}, id=b"", reply_to=b"r" * 257)))
-    assert r.reply_to is None
+def test_unreadable_id_names_the_id_problem_beside_another() -> None:
+    # The version is checked first: the status is that one, the error names the id problem too.
+    r = rejected(admit(fields_with({"model": "m", "inputs": [TENSOR]}, v=b"2", id=b"")))
+    assert (r.status, r.request_id, r.dead_letter) == (Status.UNSUPPORTED_VERSION, "1700000000000-3", True)
+    assert "field 'id' is empty" in r.error and "version" in r.error
+
+
+def test_a_readable_id_is_answered_under_it_and_not_dead_lettered() -> None:
+    r = rejected(admit(fields_with({"model": 1, "inputs": [TENSOR]})))
+    assert (r.request_id, r.status, r.dead_letter) == ("r1", Status.MALFORMED, False)
+
+
+def test_the_rule_holds_on_the_other_rejection_paths() -> None:
+    # Poison and a bug in intake (INTERNAL, dead-lettered anyway) follow the same rule; a deleted entry has nobody.
+    intake = Intake(INFO, reply_prefix="infer:reply:")
+    fields = fields_with({"model": "m", "inputs": [TENSOR]}, id=b"i" * 129)
+    r = intake.reject("5-1", fields, Status.INTERNAL, "delivered 6 times", Timing(), dead_letter=True)
+    assert (r.request_id, r.reply_to, r.status, r.dead_letter) == ("5-1", "infer:reply:a", Status.INTERNAL, True)
+    assert r.error == "delivered 6 times; field 'id' is longer than 128 bytes (answered under the entry id 5-1)"
+    r = intake.reject("5-2", {}, Status.MALFORMED, "entry data was deleted", Timing())
+    assert (r.request_id, r.reply_to, r.error) == (None, None, "entry data was deleted")
+
+
+@pytest.mark.parametrize("reply_to", [b"r" * 257, b"infer:reply:", b"infer:reply:" + b"r" * 245, b"other:a"])
+def test_unreadable_id_without_an_allowed_reply_to_is_not_answered(reply_to: bytes) -> None:
+    r = rejected(admit(fields_with({"model": "m", "inputs": [TENSOR]}, id=b"", reply_to=reply_to)))
+    assert (r.request_id, r.reply_to) == (None, None)
 
 
 @pytest.mark.parametrize("v", [b"01", b" 1", b"1 ", b"abc", b"2"])

@@ -24,6 +24,7 @@ from redis_infer_protocol.codec import (
     datatype_of,
     decode_request,
     peek_envelope,
+    request_id_problem,
 )
 from worker.engines.base import ModelInfo
 
@@ -135,8 +136,7 @@ class Intake:
                     self._decoder.remember(key, request, known)
             rows, signature = known
         except CodecError as exc:
-            request_id, reply_to = self.envelope(fields)
-            return Rejection(entry_id, request_id, reply_to, exc.status, str(exc), timing, fields)
+            return self.reject(entry_id, fields, exc.status, str(exc), timing)
         deadline_ns = self._deadline_ns(request, timing.enqueued_ns)
         return WorkItem(entry_id, request, rows, signature, timing, deadline_ns, fields)
 
@@ -152,6 +152,24 @@ class Intake:
                 self._reply_verdicts.clear()
             self._reply_verdicts[key] = verdict
         return verdict
+
+    def reject(
+        self, entry_id: str, fields: Mapping[Any, Any], status: Status, error: str, timing: Timing, *,
+        dead_letter: bool = False,
+    ) -> Rejection:  # fmt: skip
+        """The rejection of an entry answered without being computed, under the one rule (protocol §9): it is
+        answered when its ``reply_to`` is readable and allowed, under its ``id``; when the id is unreadable,
+        under its entry id (the id the producer's XADD returned) and dead-lettered as well (the producer is
+        broken: the record stays for a look). With nowhere to reply, it is only dead-lettered."""
+        request_id, reply_to = self.envelope(fields)
+        if request_id is None and reply_to is not None:
+            problem = request_id_problem(fields)
+            why = "the request id is unreadable" if problem is None else str(problem)
+            if error != why:  # otherwise the error is the id problem itself
+                error = f"{error}; {why}"
+            error = f"{error} (answered under the entry id {entry_id})"
+            request_id, dead_letter = entry_id, True
+        return Rejection(entry_id, request_id, reply_to, status, error, timing, fields, dead_letter)
 
     def envelope(self, fields: Mapping[Any, Any]) -> tuple[str | None, str | None]:
         """(request id, reply_to) of an entry that is answered without being decoded (poison, a bug);

@@ -55,7 +55,9 @@ class Publisher:
         self._last_refusal_log = 0.0
 
     async def publish_rejections(self, rejections: Sequence[Rejection]) -> None:
-        """Answer each rejection (when it has an allowed reply stream) and dead-letter those that ask for it."""
+        """Answer each rejection that has an allowed reply stream (under its request id, or under its entry id when
+        the id is unreadable: ``Intake.reject`` decides, and asks for a dead letter too) and dead-letter those
+        that ask for it or have nowhere to be answered."""
         outcomes: list[Outcome] = []
         for rej in rejections:
             if rej.status is Status.EXPIRED:

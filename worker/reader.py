@@ -169,8 +169,8 @@ class Reader:
         rejections: list[Rejection] = []
         for entry_id, fields in entries:
             if not fields:  # a pending entry whose data was trimmed or deleted
-                rejections.append(Rejection(entry_id, None, None, Status.MALFORMED, "entry data was deleted",
-                                            self._timing(entry_id, read_ns), {}))  # fmt: skip
+                timing = self._timing(entry_id, read_ns)
+                rejections.append(self.intake.reject(entry_id, {}, Status.MALFORMED, "entry data was deleted", timing))
                 continue
             try:
                 if len(fields.get(b"body", b"")) < OFFLOAD_DECODE_BYTES:  # no coroutine per entry
@@ -180,10 +180,8 @@ class Reader:
             except Exception as exc:  # a bug must not stop the reader: this entry fails alone, kept for a look
                 log.exception("could not admit entry %s", entry_id)
                 why = f"worker could not process the entry: {type(exc).__name__}: {exc}"
-                request_id, reply_to = self.intake.envelope(fields)
                 timing = self._timing(entry_id, read_ns)
-                result = Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields,
-                                   dead_letter=True)  # fmt: skip
+                result = self.intake.reject(entry_id, fields, Status.INTERNAL, why, timing, dead_letter=True)
             if isinstance(result, Rejection):
                 rejections.append(result)
             elif result.deadline_ns is not None and result.deadline_ns <= now_ns:
@@ -225,9 +223,7 @@ class Reader:
         """Answer INTERNAL (to an allowed reply stream only) and dead-letter entries delivered too often."""
         rejections = []
         for (entry_id, fields), count in poison:
-            request_id, reply_to = self.intake.envelope(fields)
             why = f"delivered {count} times (max {self.settings.recovery.max_deliveries}): giving up"
             timing = self._timing(entry_id, time.time_ns())
-            rejections.append(Rejection(entry_id, request_id, reply_to, Status.INTERNAL, why, timing, fields,
-                                        dead_letter=True))  # fmt: skip
+            rejections.append(self.intake.reject(entry_id, fields, Status.INTERNAL, why, timing, dead_letter=True))
         await self.publisher.publish_rejections(rejections)

@@ -5,20 +5,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/redis-infer/redis-infer/clients/go/msgpack"
 	"github.com/redis-infer/redis-infer/clients/go/redisinfer"
-	"github.com/redis-infer/redis-infer/clients/go/resp"
 )
 
 var specScenarios = []scenario{
 	{"outputs_edge_cases", scenarioOutputsEdgeCases},
 	{"nil_handling", scenarioNilHandling},
 	{"parameters_bound", scenarioParametersBound},
+	{"unreadable_id_answered_under_entry_id", scenarioUnreadableID},
 	{"unanswerable_dead_lettered", scenarioUnanswerable},
 }
 
@@ -115,109 +114,6 @@ func scenarioParametersBound(ctx context.Context, e *env) error {
 			if _, err := expect(err, c.want); err != nil {
 				return fmt.Errorf("%d parameters: %w", c.n, err)
 			}
-		}
-	}
-	return nil
-}
-
-// §9, §9.1: a request without a readable id, or with a reply_to the workers refuse (the bare prefix), is
-// dead-lettered, not answered; its dead letter has the documented fields.
-func scenarioUnanswerable(ctx context.Context, e *env) error {
-	raw, err := resp.Dial(ctx, resp.Options{Addr: e.addr})
-	if err != nil {
-		return err
-	}
-	defer raw.Close()
-	body, err := msgpack.Marshal(affineBody())
-	if err != nil {
-		return err
-	}
-	cases := map[string][2]string{ // entry id -> [id, reply_to]
-		"empty id":         {"", e.client.ReplyTo()},
-		"129-byte id":      {strings.Repeat("i", 129), e.client.ReplyTo()},
-		"bare reply_to":    {"bare-1", "infer:reply:"},
-		"id not UTF-8":     {"\xff\xfe", e.client.ReplyTo()},
-		"reply_to missing": {"no-reply-to", ""},
-	}
-	entries := map[string]bool{}
-	for what, c := range cases {
-		args := []interface{}{"XADD", e.stream, "*", "v", "1", "id", c[0]}
-		if c[1] != "" {
-			args = append(args, "reply_to", c[1])
-		}
-		entryID, err := raw.Do(ctx, append(args, "body", body)...)
-		if err != nil {
-			return err
-		}
-		entries[string(entryID.([]byte))] = true
-		if err := waitDeadLetter(ctx, raw, e.stream, string(entryID.([]byte)), c[0]); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-	}
-	if _, err := e.client.Do(ctx, req(x(1, 3, 0))); err != nil { // later requests are still served
-		return err
-	}
-	return noReplyTo(ctx, raw, e.client.ReplyTo(), entries)
-}
-
-// waitDeadLetter waits until the dead-letter stream holds the entry, and checks the record's layout.
-func waitDeadLetter(ctx context.Context, raw *resp.Conn, stream, entryID, id string) error {
-	for {
-		res, err := raw.Do(ctx, "XRANGE", stream+":dead", "-", "+")
-		if err != nil {
-			return err
-		}
-		items, _ := res.([]interface{})
-		for _, item := range items {
-			f := fieldsOf(item)
-			if f["original_id"] != entryID {
-				continue
-			}
-			for _, key := range []string{"reason", "worker", "stream", "dead_lettered_ms"} {
-				if f[key] == "" {
-					return fmt.Errorf("dead letter without %q: %v", key, f)
-				}
-			}
-			if f["stream"] != stream || f["f:id"] != id {
-				return fmt.Errorf("dead letter stream %q, f:id %q: %v", f["stream"], f["f:id"], f)
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("never dead-lettered")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func fieldsOf(item interface{}) map[string]string {
-	out := map[string]string{}
-	pair, _ := item.([]interface{})
-	if len(pair) != 2 {
-		return out
-	}
-	flat, _ := pair[1].([]interface{})
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].([]byte)
-		v, _ := flat[i+1].([]byte)
-		out[string(k)] = string(v)
-	}
-	return out
-}
-
-// noReplyTo checks that no reply in the client's stream answers an unreadable id, neither under that id
-// nor under the request's entry id.
-func noReplyTo(ctx context.Context, raw *resp.Conn, replyTo string, entries map[string]bool) error {
-	res, err := raw.Do(ctx, "XRANGE", replyTo, "-", "+")
-	if err != nil {
-		return err
-	}
-	items, _ := res.([]interface{})
-	for _, item := range items {
-		id := fieldsOf(item)["id"]
-		if id == "" || len(id) > 128 || id == "\xff\xfe" || entries[id] {
-			return fmt.Errorf("a reply to an unreadable id %q", id)
 		}
 	}
 	return nil
