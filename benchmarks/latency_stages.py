@@ -105,7 +105,9 @@ async def closed_loop(url: str, seconds: float) -> dict[str, Any]:
     return out
 
 
-def one_round(url: str, tree: Path | None, model: Path, log_dir: Path, seconds: float, label: str) -> dict[str, Any]:
+def one_round(
+    url: str, tree: Path | None, model: Path, log_dir: Path, seconds: float, label: str, profile: Path | None = None
+) -> dict[str, Any]:
     """One worker process (``tree`` None: the featureless one of ``benchmarks.ideal``), the SDK's closed loop
     against it, and, against the featureless worker, the featureless producer's closed loop too."""
     consumer = f"lat-{label}-{time.monotonic_ns()}"
@@ -113,6 +115,9 @@ def one_round(url: str, tree: Path | None, model: Path, log_dir: Path, seconds: 
     if tree is None:
         argv = [sys.executable, "-m", "benchmarks.ideal", "worker", "--url", url, "--stream", STREAM,
                 "--consumer", consumer]  # fmt: skip
+    elif profile is not None:  # cProfile writes its stats when the worker exits (SIGTERM: a clean stop)
+        argv = [sys.executable, "-m", "cProfile", "-o", str(profile / f"{label}.prof"), "-m", "worker", "run",
+                "--model", str(model)]  # fmt: skip
     worker = start_worker(model, url, consumer=consumer, log_path=log_dir / f"{consumer}.log", stream=STREAM,
                           env={**WORKER_ENV, **_extra_env()}, cwd=tree or ROOT, argv=argv)  # fmt: skip
     try:
@@ -172,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--url", default=None, help="a Redis to use (default: a private redis-server)")
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile each worker into DIR/LABEL.prof")
     parser.add_argument("--json", type=Path, default=None, help="write every round and the medians here")
     args = parser.parse_args(argv)
     trees: dict[str, str | None] = dict(t.split("=", 1) for t in args.tree) or {"this": "."}
@@ -184,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             order = list(trees.items())
             order = order[rnd % len(order) :] + order[: rnd % len(order)]
             for label, tree in order:
-                res = one_round(url, Path(tree).resolve() if tree else None, model, Path(tmp), args.seconds, label)
+                path = Path(tree).resolve() if tree else None
+                res = one_round(url, path, model, Path(tmp), args.seconds, label, args.profile)
                 results[label].append(res)
                 print(f"round {rnd} {label}: total p50 {res['total_ms']:.3f} ms, {res['throughput_rps']:.0f} req/s",
                       flush=True)  # fmt: skip
