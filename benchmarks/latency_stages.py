@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.suite_parts import cpu_s
 from producer import AsyncClient
 from worker.testing import make_affine_model, redis_server, start_worker, wait_ready
 
@@ -82,8 +83,9 @@ async def _one(client: AsyncClient, x: np.ndarray[Any, Any], rows: list[dict[str
     rows.append(row)
 
 
-async def closed_loop(url: str, seconds: float) -> dict[str, Any]:
-    """8 in flight for ``seconds`` after a warm-up; the median of each stage, in ms, and the throughput."""
+async def closed_loop(url: str, seconds: float, worker_pid: int | None = None) -> dict[str, Any]:
+    """8 in flight for ``seconds`` after a warm-up; the median of each stage, in ms, the throughput, and the
+    worker process's CPU per request (user + system)."""
     x = np.random.default_rng(0).standard_normal((1, DIM)).astype(np.float32)
     rows: list[dict[str, float]] = []
     async with AsyncClient(url, model="affine", stream=STREAM) as client:
@@ -95,13 +97,14 @@ async def closed_loop(url: str, seconds: float) -> dict[str, Any]:
             while time.monotonic() < stop_at:
                 await _one(client, x, rows, True)
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_s(worker_pid)
         await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu1 = time.perf_counter() - t0, cpu_s(worker_pid)
     out: dict[str, Any] = {f"{s}_ms": statistics.median(r[s] for r in rows) if s in rows[0] else None for s in STAGES}
     out["p99_ms"] = float(np.percentile([r["total"] for r in rows], 99))
     out["throughput_rps"] = len(rows) / elapsed
     out["requests"] = len(rows)
+    out["worker_cpu_us_per_request"] = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / len(rows) * 1e6
     return out
 
 
@@ -122,7 +125,7 @@ def one_round(
                           env={**WORKER_ENV, **_extra_env()}, cwd=tree or ROOT, argv=argv)  # fmt: skip
     try:
         wait_ready(url, [worker], stream=STREAM)
-        out = asyncio.run(closed_loop(url, seconds))
+        out = asyncio.run(closed_loop(url, seconds, worker.proc.pid))
         if tree is None:
             out["featureless_producer_p50_ms"] = _featureless_p50_ms(url, out["requests"])
         return out
@@ -153,13 +156,14 @@ def _median(values: list[Any]) -> float | None:
 def markdown(medians: dict[str, dict[str, float | None]]) -> str:
     """The stage table, one column per contestant, then each total as a ratio to every other's."""
     labels = list(medians)
-    keys = [f"{s}_ms" for s in STAGES] + ["p99_ms", "featureless_producer_p50_ms", "throughput_rps"]
+    keys = [f"{s}_ms" for s in STAGES]
+    keys += ["p99_ms", "featureless_producer_p50_ms", "throughput_rps", "worker_cpu_us_per_request"]
     lines = [f"| median of {len(labels)} contestants | {' | '.join(labels)} |", "|---|" + "---|" * len(labels)]
     for key in keys:
         values = [medians[label].get(key) for label in labels]
         if all(v is None for v in values):
             continue
-        spec = ".0f" if key == "throughput_rps" else ".3f"
+        spec = ".3f" if key.endswith("_ms") else ".0f"
         lines.append(f"| {key} | {' | '.join('' if v is None else format(v, spec) for v in values)} |")
     lines.append("")
     for a in labels:
