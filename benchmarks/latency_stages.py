@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmarks.suite_parts import cpu_s
 from producer import AsyncClient
+from redis_infer_protocol.codec import Timing
 from worker.testing import make_affine_model, redis_server, start_worker, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,14 +74,17 @@ async def _one(client: AsyncClient, x: np.ndarray[Any, Any], rows: list[dict[str
     received_ns = time.time_ns()
     if not record:
         return
-    t = reply.timing
-    if not t.read_ns:  # the featureless worker sends no timing trace: the round trip only
-        rows.append({"total": (received_ns - sent_ns) / 1e6})
-        return
+    rows.append(stages(sent_ns, reply.timing, received_ns))
+
+
+def stages(sent_ns: int, t: Timing, received_ns: int) -> dict[str, float]:
+    """One request's stages in ms, from the client's send and receive times and the reply's timing trace;
+    only ``total`` when there is no trace (the featureless worker sends none)."""
+    total = {"total": (received_ns - sent_ns) / 1e6}
+    if not t.read_ns:
+        return total
     marks = (sent_ns, t.read_ns, t.batched_ns, t.compute_start_ns, t.compute_end_ns, t.published_ns, received_ns)
-    row = {name: (marks[i + 1] - marks[i]) / 1e6 for i, name in enumerate(STAGES[:-1])}
-    row["total"] = (received_ns - sent_ns) / 1e6
-    rows.append(row)
+    return {**{name: (marks[i + 1] - marks[i]) / 1e6 for i, name in enumerate(STAGES[:-1])}, **total}
 
 
 async def closed_loop(url: str, seconds: float, worker_pid: int | None = None) -> dict[str, Any]:
