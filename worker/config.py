@@ -119,6 +119,11 @@ class OnnxSettings(BaseModel):
     allow_spinning: bool = Field(
         default=False, description="Let ONNX Runtime threads spin between runs (faster only on idle cores)."
     )
+    inline_max_us: float = Field(
+        default=200.0, ge=0, le=10_000,
+        description="Run a batch on the event loop, without a thread hop, when that many rows last ran in at "
+        "most this many microseconds (0: always in a thread).",
+    )  # fmt: skip
 
 
 class TensorRTSettings(BaseModel):

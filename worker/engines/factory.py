@@ -22,6 +22,7 @@ def load_engine(settings: Settings) -> Engine:
             sessions=settings.onnx.sessions,
             intra_op_threads=settings.onnx.intra_op_threads,
             allow_spinning=settings.onnx.allow_spinning,
+            inline_max_us=settings.onnx.inline_max_us,
         )
     from worker.engines.tensorrt import TensorRTEngine
 
