@@ -11,12 +11,14 @@ from typing import Any
 
 import numpy as np
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from redis_infer_protocol.codec import Reply, decode_reply, encode_request
 from worker.testing import WorkerThread, health_key, make_affine_model, wait_until
 
 __all__ = [
-    "ROOT", "WorkerThread", "collect", "make_affine_model", "rand", "send", "stop_process", "wait_processes_ready",
+    "ROOT", "Samples", "WorkerThread", "collect", "make_affine_model", "metric_samples", "metric_value", "rand", "send",
+    "stop_process", "wait_processes_ready",
 ]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,3 +77,23 @@ def wait_processes_ready(
         return all(client.hget(health_key(stream, c), "status") == b"ready" for c in consumers)
 
     wait_until(ready, timeout_s=timeout_s, what=f"{consumers} ready")
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Every sample of a Prometheus exposition, parsed by prometheus_client's own parser (which names a
+    counter's samples ``<name>_total`` even when exposed as ``<name>``)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric_value(samples: Samples, name: str, **labels: str) -> float:
+    """The one sample named ``name`` whose labels include ``labels`` (asserts there is exactly one)."""
+    matches = [v for (n, lbl), v in samples.items() if n == name and labels.items() <= dict(lbl).items()]
+    assert len(matches) == 1, (name, labels, sorted(k for k in samples if k[0] == name))
+    return matches[0]

@@ -25,7 +25,7 @@ from producer.results import fetch_result, submit_detached
 from redis_infer_protocol import Status, acl, keys
 from tests.fleet_helpers import FleetThread, write_model
 from tests.helpers import make_affine_model
-from tests.test_acl import ADMIN, password
+from tests.test_acl import ADMIN, url_for
 from worker.embedded import EmbeddedRedis
 from worker.testing import start_worker, wait_ready, wait_until
 
@@ -46,11 +46,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     path.write_text(path.read_text() + f"user {ADMIN[0]} on >{ADMIN[1]} ~* &* +@all\n")
     with EmbeddedRedis(extra_args=["--aclfile", str(path)]) as running:
         yield running
-
-
-def url_for(server: EmbeddedRedis, user: str) -> str:
-    secret = ADMIN[1] if user == ADMIN[0] else password(user)
-    return f"redis://{user}:{secret}@127.0.0.1:{server.port}/0"
 
 
 @pytest.fixture

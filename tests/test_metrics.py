@@ -10,33 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Client
 from redis_infer_protocol.codec import Status, Timing
 from tests.fakes import TimesTen
 from tests.fleet_helpers import FleetThread, write_model
-from tests.helpers import WorkerThread, collect, make_affine_model, rand, send
+from tests.helpers import Samples, WorkerThread, collect, make_affine_model, metric_samples, metric_value, rand, send
 from worker.observability import Metrics
 from worker.testing import wait_until
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 LABELS = {"model": "affine", "version": "3"}
-
-
-def _parse(text: str) -> Samples:
-    """Every sample; the parser names a counter's samples ``<name>_total`` even when exposed as ``<name>``."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _value(samples: Samples, name: str, **labels: str) -> float:
-    matches = [v for (n, lbl), v in samples.items() if n == name and labels.items() <= dict(lbl).items()]
-    assert len(matches) == 1, (name, labels, sorted(k for k in samples if k[0] == name))
-    return matches[0]
 
 
 def _ms(value: float) -> int:
@@ -54,19 +37,19 @@ def test_triton_counters_are_exposed_under_their_own_names_with_model_and_versio
     text = metrics.render().decode()
     for name in ("nv_inference_request_success", "nv_inference_count", "nv_inference_queue_duration_us"):
         assert f"# TYPE {name} counter\n" in text and f"\n{name}{{" in text  # Triton's name: no _total
-    samples = _parse(text)
-    assert _value(samples, "nv_inference_request_success_total", **LABELS) == 2
-    failures = {r: _value(samples, "nv_inference_request_failure_total", reason=r, **LABELS) for r in
+    samples = metric_samples(text)
+    assert metric_value(samples, "nv_inference_request_success_total", **LABELS) == 2
+    failures = {r: metric_value(samples, "nv_inference_request_failure_total", reason=r, **LABELS) for r in
                 ("REJECTED", "CANCELED", "BACKEND", "OTHER")}  # fmt: skip
     assert failures == {"REJECTED": 2, "CANCELED": 0, "BACKEND": 1, "OTHER": 1}
-    assert _value(samples, "redis_infer_replies_total", status="EXPIRED", **LABELS) == 1
-    assert _value(samples, "nv_inference_count_total", **LABELS) == 5
-    assert _value(samples, "nv_inference_exec_count_total", **LABELS) == 1
+    assert metric_value(samples, "redis_infer_replies_total", status="EXPIRED", **LABELS) == 1
+    assert metric_value(samples, "nv_inference_count_total", **LABELS) == 5
+    assert metric_value(samples, "nv_inference_exec_count_total", **LABELS) == 1
     per_request_us = {"request": 8000, "queue": 2000, "compute_input": 1000, "compute_infer": 2000,
                       "compute_output": 1000}  # fmt: skip
     for stage, us in per_request_us.items():
-        assert _value(samples, f"nv_inference_{stage}_duration_us_total", **LABELS) == 2 * us, stage
-    assert _value(samples, "redis_infer_request_duration_seconds_count", **LABELS) == 6
+        assert metric_value(samples, f"nv_inference_{stage}_duration_us_total", **LABELS) == 2 * us, stage
+    assert metric_value(samples, "redis_infer_request_duration_seconds_count", **LABELS) == 6
     _assert_every_series_labelled(samples, LABELS)
 
 
@@ -85,9 +68,9 @@ def test_a_fleet_renders_every_model_with_one_help_and_type_per_family() -> None
     second.observe_replies(Status.OK, [Timing()])
     text = first.render().decode()
     assert text.count("# TYPE nv_inference_request_success counter\n") == 1
-    samples = _parse(text)
-    assert _value(samples, "nv_inference_request_success_total", model="a", version="") == 0
-    assert _value(samples, "nv_inference_request_success_total", model="b", version="2") == 1
+    samples = metric_samples(text)
+    assert metric_value(samples, "nv_inference_request_success_total", model="a", version="") == 0
+    assert metric_value(samples, "nv_inference_request_success_total", model="b", version="2") == 1
 
 
 class _Memory(types.SimpleNamespace):
@@ -111,14 +94,14 @@ def _fake_nvml(fail: bool = False) -> Any:
 
 
 def test_gpu_memory_and_utilization_come_from_nvml_when_present() -> None:
-    samples = _parse(Metrics(model="affine", nvml=_fake_nvml()).render().decode())
-    assert _value(samples, "nv_gpu_memory_used_bytes", gpu_uuid="GPU-1") == 2000
-    assert _value(samples, "nv_gpu_memory_total_bytes", gpu_uuid="GPU-0") == 8000
-    assert _value(samples, "nv_gpu_utilization", gpu_uuid="GPU-1") == 0.5
+    samples = metric_samples(Metrics(model="affine", nvml=_fake_nvml()).render().decode())
+    assert metric_value(samples, "nv_gpu_memory_used_bytes", gpu_uuid="GPU-1") == 2000
+    assert metric_value(samples, "nv_gpu_memory_total_bytes", gpu_uuid="GPU-0") == 8000
+    assert metric_value(samples, "nv_gpu_utilization", gpu_uuid="GPU-1") == 0.5
     for nvml in (None, _fake_nvml(fail=True)):  # absent, or failing at scrape time: no GPU series, a scrape
-        samples = _parse(Metrics(model="affine", nvml=nvml).render().decode())
+        samples = metric_samples(Metrics(model="affine", nvml=nvml).render().decode())
         assert not [name for name, _ in samples if name.startswith("nv_gpu_")]
-        assert _value(samples, "nv_inference_count_total", model="affine") == 0
+        assert metric_value(samples, "nv_inference_count_total", model="affine") == 0
 
 
 def _scrape(port: int) -> str:
@@ -146,15 +129,17 @@ def test_scrape_of_a_running_worker_after_known_traffic(
         assert sorted(r.status for r in collect(redis_client, 7).values()).count(Status.OK) == 6
         text = _scrape(worker.http_port or 0)
         batches = worker.stats.batches
-    samples = _parse(text)
-    assert _value(samples, "nv_inference_request_success_total", **LABELS) == 6
-    assert _value(samples, "nv_inference_request_failure_total", reason="OTHER", **LABELS) == 1  # INVALID_ARGUMENT
-    assert _value(samples, "nv_inference_count_total", **LABELS) == 12  # rows
-    assert 1 <= _value(samples, "nv_inference_exec_count_total", **LABELS) == batches <= 6
-    assert _value(samples, "nv_inference_request_duration_us_total", **LABELS) > 0
-    assert _value(samples, "nv_inference_compute_infer_duration_us_total", **LABELS) > 0
-    assert _value(samples, "nv_inference_compute_input_duration_us_total", **LABELS) == 0  # no hook
-    assert _value(samples, "redis_infer_redis_up", **LABELS) == 1
+    samples = metric_samples(text)
+    assert metric_value(samples, "nv_inference_request_success_total", **LABELS) == 6
+    assert (
+        metric_value(samples, "nv_inference_request_failure_total", reason="OTHER", **LABELS) == 1
+    )  # INVALID_ARGUMENT
+    assert metric_value(samples, "nv_inference_count_total", **LABELS) == 12  # rows
+    assert 1 <= metric_value(samples, "nv_inference_exec_count_total", **LABELS) == batches <= 6
+    assert metric_value(samples, "nv_inference_request_duration_us_total", **LABELS) > 0
+    assert metric_value(samples, "nv_inference_compute_infer_duration_us_total", **LABELS) > 0
+    assert metric_value(samples, "nv_inference_compute_input_duration_us_total", **LABELS) == 0  # no hook
+    assert metric_value(samples, "redis_infer_redis_up", **LABELS) == 1
     _assert_every_series_labelled(samples, LABELS)
 
 
@@ -172,9 +157,9 @@ def test_the_fleet_serves_every_models_series_on_its_one_port(tmp_path: Path, re
             with Client(redis_url, model=name, stream=None) as client:
                 for _ in range(count):
                     client.infer({"x": x}, timeout=30)  # raises unless OK
-        samples = _parse(_scrape(served.http_port or 0))
-    assert _value(samples, "nv_inference_request_success_total", model="one", version="") == 1
-    assert _value(samples, "nv_inference_request_success_total", model="two", version="") == 2
+        samples = metric_samples(_scrape(served.http_port or 0))
+    assert metric_value(samples, "nv_inference_request_success_total", model="one", version="") == 1
+    assert metric_value(samples, "nv_inference_request_success_total", model="two", version="") == 2
 
 
 @pytest.mark.integration
@@ -194,9 +179,9 @@ def test_the_queue_gauges_are_read_at_each_scrape(redis_url: str, redis_client: 
             send(redis_client, "slow", {"x": np.ones((1, 2), np.float32)}, request_id=f"waits{i}")
 
         def queue() -> tuple[float, float]:
-            samples = _parse(_scrape(worker.http_port or 0))
-            return (_value(samples, "nv_inference_pending_request_count", model="slow"),
-                    _value(samples, "redis_infer_inflight_batches", model="slow"))  # fmt: skip
+            samples = metric_samples(_scrape(worker.http_port or 0))
+            return (metric_value(samples, "nv_inference_pending_request_count", model="slow"),
+                    metric_value(samples, "redis_infer_inflight_batches", model="slow"))  # fmt: skip
 
         wait_until(lambda: queue() == (2, 1), what="2 requests waiting behind the busy slot", timeout_s=2.5)
         collect(redis_client, 4)
